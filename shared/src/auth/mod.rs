@@ -1,0 +1,7 @@
+//! Users, passwords, tokens and login throttling.
+
+pub mod passwords;
+pub mod secret;
+pub mod throttle;
+pub mod tokens;
+pub mod users;

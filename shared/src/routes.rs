@@ -1,0 +1,12 @@
+//! The contract's routes: one list both adapters register, so they cannot disagree.
+
+pub const LOGIN: &str = "/api/auth/login";
+pub const VERIFY: &str = "/api/auth/verify";
+pub const GENERATE: &str = "/api/ai/generate";
+pub const HEALTH: &str = "/health";
+pub const METRICS: &str = "/metrics";
+pub const OPENAPI: &str = "/openapi.json";
+
+/// The `allow` header of a 405 on a POST-only or GET-only route.
+pub const ALLOW_POST: &str = "POST";
+pub const ALLOW_GET: &str = "GET";
