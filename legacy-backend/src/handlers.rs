@@ -56,9 +56,19 @@ pub async fn not_found() -> HttpResponse {
 }
 
 pub async fn post_only() -> HttpResponse {
-    into_response(ApiError::MethodNotAllowed { allow: routes::ALLOW_POST }.into_reply())
+    into_response(
+        ApiError::MethodNotAllowed {
+            allow: routes::ALLOW_POST,
+        }
+        .into_reply(),
+    )
 }
 
 pub async fn get_only() -> HttpResponse {
-    into_response(ApiError::MethodNotAllowed { allow: routes::ALLOW_GET }.into_reply())
+    into_response(
+        ApiError::MethodNotAllowed {
+            allow: routes::ALLOW_GET,
+        }
+        .into_reply(),
+    )
 }

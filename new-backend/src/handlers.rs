@@ -46,9 +46,19 @@ pub async fn not_found() -> Response {
 }
 
 pub async fn post_only() -> Response {
-    into_response(ApiError::MethodNotAllowed { allow: routes::ALLOW_POST }.into_reply())
+    into_response(
+        ApiError::MethodNotAllowed {
+            allow: routes::ALLOW_POST,
+        }
+        .into_reply(),
+    )
 }
 
 pub async fn get_only() -> Response {
-    into_response(ApiError::MethodNotAllowed { allow: routes::ALLOW_GET }.into_reply())
+    into_response(
+        ApiError::MethodNotAllowed {
+            allow: routes::ALLOW_GET,
+        }
+        .into_reply(),
+    )
 }

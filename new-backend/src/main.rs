@@ -25,7 +25,10 @@ async fn main() -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
     shutdown_signal().await?;
-    tracing::info!(grace_seconds = grace.as_secs(), "shutting down; finishing in-flight requests");
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down; finishing in-flight requests"
+    );
     let _ = stop.send(());
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result.context("server task failed")??,
