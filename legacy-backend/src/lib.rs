@@ -53,7 +53,7 @@ where
         .default_service(web::to(handlers::post_only))
 }
 
-/// A GET-only route (HEAD is not implied, as on the new backend).
+/// A GET route, which answers HEAD too; other methods get 405 with `allow: GET, HEAD`.
 fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
@@ -61,6 +61,7 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path)
-        .route(web::get().to(handler))
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
         .default_service(web::to(handlers::get_only))
 }

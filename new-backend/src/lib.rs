@@ -35,9 +35,9 @@ fn post<H: Handler<T, Service>, T: 'static>(handler: H) -> MethodRouter<Service>
     on(MethodFilter::POST, handler).fallback(handlers::post_only)
 }
 
-/// A GET-only route (no implicit HEAD, as on the legacy backend).
+/// A GET route, which answers HEAD too; other methods get 405 with `allow: GET, HEAD`.
 fn get<H: Handler<T, Service>, T: 'static>(handler: H) -> MethodRouter<Service> {
-    on(MethodFilter::GET, handler).fallback(handlers::get_only)
+    axum::routing::get(handler).fallback(handlers::get_only)
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests finish.

@@ -26,7 +26,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Config {
     /// The file this was loaded from; relative paths inside it are resolved against its folder.
     #[serde(skip)]
@@ -247,20 +247,6 @@ impl Default for TokenBucketConfig {
         Self {
             capacity: 60,
             refill_per_minute: 60,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            source: None,
-            backends: BackendsConfig::default(),
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            auth: AuthConfig::default(),
-            generate: GenerateConfig::default(),
-            rate_limit: RateLimitConfig::default(),
         }
     }
 }

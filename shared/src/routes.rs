@@ -7,6 +7,7 @@ pub const HEALTH: &str = "/health";
 pub const METRICS: &str = "/metrics";
 pub const OPENAPI: &str = "/openapi.json";
 
-/// The `allow` header of a 405 on a POST-only or GET-only route.
+/// The `allow` header of a 405 on a POST route.
 pub const ALLOW_POST: &str = "POST";
-pub const ALLOW_GET: &str = "GET";
+/// The `allow` header of a 405 on a GET route; HEAD is answered wherever GET is.
+pub const ALLOW_GET: &str = "GET, HEAD";

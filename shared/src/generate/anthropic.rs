@@ -112,7 +112,12 @@ impl AnthropicProvider {
         if status.is_success() {
             return Ok(response);
         }
-        let detail = response.text().await.unwrap_or_default();
+        // The status decides the mapping; a body that stalls must not hold the caller.
+        let detail = tokio::time::timeout(self.timeout, response.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         Err(status_error(status.as_u16(), &detail))
     }
 }

@@ -21,6 +21,7 @@ macro_rules! contract_tests {
             login_refuses_other_media_types, login_refuses_oversized_bodies,
             login_odd_input_is_a_clear_client_error, login_lengths_count_characters,
             login_throttle_locks_then_unlocks, login_success_resets_the_throttle,
+            verify_is_not_starved_by_a_login_flood,
             token_verifies_in_an_independent_library, verify_accepts_the_header,
             verify_accepts_the_body_when_there_is_no_header, verify_header_wins_over_body,
             verify_without_token_is_token_missing, verify_refuses_attacks,
@@ -70,6 +71,8 @@ const TOKEN_INVALID: &str = "the token is invalid";
 const TOKEN_EXPIRED: &str = "the token has expired";
 
 pub async fn health_names_the_backend(server: &TestServer, _: &TestEnv) {
+    let head = send(client().head(server.url(HEALTH))).await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
     let answer = get(server, HEALTH).await;
     assert_eq!(answer.status, 200);
     let body = answer.json();
@@ -116,9 +119,9 @@ pub async fn wrong_method_is_405_with_allow(server: &TestServer, _: &TestEnv) {
         (reqwest::Method::GET, LOGIN, "POST"),
         (reqwest::Method::PUT, VERIFY, "POST"),
         (reqwest::Method::DELETE, GENERATE, "POST"),
-        (reqwest::Method::POST, HEALTH, "GET"),
-        (reqwest::Method::PATCH, METRICS, "GET"),
-        (reqwest::Method::POST, OPENAPI, "GET"),
+        (reqwest::Method::POST, HEALTH, "GET, HEAD"),
+        (reqwest::Method::PATCH, METRICS, "GET, HEAD"),
+        (reqwest::Method::POST, OPENAPI, "GET, HEAD"),
     ];
     for (method, path, allow) in cases {
         let answer = send(client().request(method.clone(), server.url(path))).await;
@@ -417,6 +420,45 @@ pub async fn login_success_resets_the_throttle(server: &TestServer, _: &TestEnv)
         assert_eq!(fail_login(server, "demo@example.com").await.status, 401);
     }
     assert_eq!(fail_login(server, "demo@example.com").await.status, 429);
+}
+
+pub async fn verify_is_not_starved_by_a_login_flood(server: &TestServer, _: &TestEnv) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const FLOOD: usize = 24;
+    let token = demo_token(server).await;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let flood: Vec<_> = (0..FLOOD)
+        .map(|i| {
+            let url = server.url(LOGIN);
+            let finished = Arc::clone(&finished);
+            tokio::spawn(async move {
+                let body = login_body(&format!("flood-{i}@example.com"), "wrong-password");
+                let answer = send(
+                    client()
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body.to_string()),
+                )
+                .await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                answer.status
+            })
+        })
+        .collect();
+    // Hashing is bounded, so these are answered while most of the flood still waits its turn.
+    for _ in 0..5 {
+        let answer = post_json(server, VERIFY, &json!({}), Some(&token)).await;
+        assert_eq!(answer.status, 200);
+    }
+    let done_when_verified = finished.load(Ordering::SeqCst);
+    for login in flood {
+        assert_eq!(login.await.expect("login task"), 401);
+    }
+    assert!(
+        done_when_verified < FLOOD,
+        "verify waited for the whole login flood"
+    );
 }
 
 pub async fn token_verifies_in_an_independent_library(server: &TestServer, env: &TestEnv) {
