@@ -1,0 +1,77 @@
+//! The admin listener: `/metrics` (Prometheus text) and `/admin/status` (JSON).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::routing::Side;
+use crate::state::ProxyState;
+
+pub struct AdminApp {
+    pub state: Arc<ProxyState>,
+}
+
+fn response(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+impl AdminApp {
+    pub fn status(&self) -> serde_json::Value {
+        let state = &self.state;
+        let generation = state.live.load();
+        let [legacy, new, none] = state.metrics.counts();
+        let backend = |side: Side| json!({"address": generation.address(side).to_string(), "healthy": state.health.is_up(side)});
+        json!({
+            "generation": generation.number,
+            "loadedAt": generation.loaded_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "configPath": state.config_path.display().to_string(),
+            "newPercent": f64::from(generation.settings.new_basis_points) / 100.0,
+            "backends": {"legacy": backend(Side::Legacy), "new": backend(Side::New)},
+            "counts": {
+                "requests": {"legacy": legacy, "new": new, "none": none},
+                "failovers": state.metrics.failover_count(),
+                "reloads": {"ok": state.metrics.reload_count(true), "error": state.metrics.reload_count(false)},
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let header = session.req_header();
+        if header.method != http::Method::GET {
+            return response(
+                405,
+                "application/json",
+                br#"{"error":{"code":"METHOD_NOT_ALLOWED","message":"method not allowed"}}"#
+                    .to_vec(),
+            );
+        }
+        match header.uri.path() {
+            "/metrics" => response(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.state.metrics.render().into_bytes(),
+            ),
+            "/admin/status" => response(
+                200,
+                "application/json",
+                self.status().to_string().into_bytes(),
+            ),
+            _ => response(
+                404,
+                "application/json",
+                br#"{"error":{"code":"NOT_FOUND","message":"no such route"}}"#.to_vec(),
+            ),
+        }
+    }
+}

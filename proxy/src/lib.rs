@@ -1,0 +1,13 @@
+//! The edge proxy: weighted, sticky canary routing between the legacy and new backends, on
+//! Pingora, with hot-reloaded config, health checks, failover and comparative metrics.
+
+pub mod admin;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod reload;
+pub mod routing;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod sticky;

@@ -1,0 +1,26 @@
+//! The proxy's binary: flags, config, run until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use shared::telemetry::LogFormat;
+
+#[derive(Parser)]
+#[command(about = "The canary edge proxy in front of the legacy and new backends")]
+struct Args {
+    /// The config file (sections [proxy], [routing], [health_check], [backends]); watched
+    /// for edits while running.
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    shared::telemetry::init(args.log_format);
+    let proxy = proxy::server::build(&args.config).context("cannot start the proxy")?;
+    proxy.run(Box::new(proxy::server::TermOrInt));
+    Ok(())
+}

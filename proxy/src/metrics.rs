@@ -1,0 +1,220 @@
+//! The proxy's Prometheus metrics, built to compare the two backends side by side.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::routing::Side;
+
+/// The `backend` label of a request no backend answered (refused at the edge, both down).
+pub const NO_BACKEND: &str = "none";
+
+/// The bounded set of `route` labels: the contract's routes, then `other`.
+pub fn route_label(path: &str) -> &'static str {
+    use shared::routes::*;
+    match path {
+        LOGIN => LOGIN,
+        VERIFY => VERIFY,
+        GENERATE => GENERATE,
+        HEALTH => HEALTH,
+        METRICS => METRICS,
+        OPENAPI => OPENAPI,
+        "/" => "/",
+        _ => shared::metrics::OTHER_ROUTE,
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+pub struct ProxyMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    upstream_errors: IntCounterVec,
+    failovers: IntCounterVec,
+    backend_up: IntGaugeVec,
+    new_percent: Gauge,
+    reloads: IntCounterVec,
+    generation: IntGauge,
+    edge_refusals: IntCounterVec,
+    /// Requests per backend (legacy, new, none), for `/admin/status`.
+    counts: [AtomicU64; 3],
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+impl ProxyMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = counter(
+            "proxy_requests_total",
+            "Requests answered, by the backend that answered",
+            &["backend", "route", "status_class"],
+        );
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "proxy_request_duration_seconds",
+                "Time from request head to the end of the response, as the proxy sees it",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["backend", "route"],
+        )
+        .expect("valid metric");
+        let upstream_errors = counter(
+            "proxy_upstream_errors_total",
+            "Failures talking to a backend, by kind",
+            &["backend", "kind"],
+        );
+        let failovers = counter(
+            "proxy_failovers_total",
+            "Requests sent to the other backend than their bucket's",
+            &["from", "to"],
+        );
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "proxy_backend_up",
+                "1 when the health checks find the backend up",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
+        let new_percent =
+            Gauge::new("proxy_new_percent", "routing.new_percent in force").expect("valid metric");
+        let reloads = counter(
+            "proxy_config_reloads_total",
+            "Config reloads, by result",
+            &["result"],
+        );
+        let generation = IntGauge::new("proxy_config_generation", "Config generation in force")
+            .expect("valid metric");
+        let edge_refusals = counter(
+            "proxy_edge_refusals_total",
+            "Requests refused at the edge before any backend",
+            &["reason"],
+        );
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(requests.clone()),
+            Box::new(latency.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(failovers.clone()),
+            Box::new(backend_up.clone()),
+            Box::new(new_percent.clone()),
+            Box::new(reloads.clone()),
+            Box::new(generation.clone()),
+            Box::new(edge_refusals.clone()),
+        ];
+        for collector in collectors {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            failovers,
+            backend_up,
+            new_percent,
+            reloads,
+            generation,
+            edge_refusals,
+            counts: Default::default(),
+        }
+    }
+
+    pub fn request(&self, backend: Option<Side>, route: &str, status: u16, seconds: f64) {
+        let label = backend.map_or(NO_BACKEND, Side::as_str);
+        self.requests
+            .with_label_values(&[label, route, status_class(status)])
+            .inc();
+        self.latency
+            .with_label_values(&[label, route])
+            .observe(seconds);
+        let index = backend.map_or(2, Side::index);
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn upstream_error(&self, backend: Side, kind: &str) {
+        self.upstream_errors
+            .with_label_values(&[backend.as_str(), kind])
+            .inc();
+    }
+
+    pub fn failover(&self, from: Side, to: Side) {
+        self.failovers
+            .with_label_values(&[from.as_str(), to.as_str()])
+            .inc();
+    }
+
+    pub fn backend_up(&self, backend: Side, up: bool) {
+        self.backend_up
+            .with_label_values(&[backend.as_str()])
+            .set(i64::from(up));
+    }
+
+    pub fn config_applied(&self, generation: u64, new_basis_points: u32) {
+        self.generation.set(generation as i64);
+        self.new_percent.set(f64::from(new_basis_points) / 100.0);
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    pub fn reload_count(&self, ok: bool) -> u64 {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .get()
+    }
+
+    pub fn edge_refusal(&self, reason: &str) {
+        self.edge_refusals.with_label_values(&[reason]).inc();
+    }
+
+    /// Requests answered by legacy, new, and neither.
+    pub fn counts(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.counts[i].load(Ordering::Relaxed))
+    }
+
+    pub fn failover_count(&self) -> u64 {
+        Side::BOTH
+            .iter()
+            .map(|from| {
+                self.failovers
+                    .with_label_values(&[from.as_str(), from.other().as_str()])
+                    .get()
+            })
+            .sum()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

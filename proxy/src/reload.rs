@@ -1,0 +1,140 @@
+//! Hot reload: watch `config.toml` (inotify, SIGHUP, and a one-second poll as a safety net),
+//! validate the whole file, and swap the routing state in one step. An invalid edit is refused
+//! with the key named and counted; the running config keeps serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use notify::Watcher;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::config::ProxyConfig;
+use crate::state::{Generation, ProxyState};
+
+/// How long to let a burst of file events settle (an editor saving in two steps).
+const SETTLE: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_secs(1);
+
+pub struct Reloader {
+    pub state: Arc<ProxyState>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Applied(u64),
+    Refused,
+}
+
+impl Reloader {
+    /// Reads the file and applies it if its content differs from `last`; `force` re-applies.
+    pub fn check(&self, last: &mut Option<Vec<u8>>, force: bool) -> Outcome {
+        let state = &self.state;
+        let bytes = match std::fs::read(&state.config_path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                if last.is_some() {
+                    tracing::warn!(path = %state.config_path.display(), %error, "cannot read config; keeping the running one");
+                    *last = None;
+                }
+                return Outcome::Unchanged;
+            }
+        };
+        if !force && last.as_deref() == Some(bytes.as_slice()) {
+            return Outcome::Unchanged;
+        }
+        *last = Some(bytes.clone());
+        let text = String::from_utf8_lossy(&bytes);
+        match ProxyConfig::parse(&text, &state.config_path) {
+            Ok(config) => Outcome::Applied(self.apply(config)),
+            Err(error) => {
+                state.metrics.reload(false);
+                tracing::error!(key = error.key(), %error, "config edit refused; the running config stays");
+                Outcome::Refused
+            }
+        }
+    }
+
+    fn apply(&self, config: ProxyConfig) -> u64 {
+        let state = &self.state;
+        if config.startup != state.startup {
+            tracing::warn!(
+                "proxy.listen, proxy.admin_listen, proxy.threads, proxy.cookie_secret_file or \
+                 proxy.shutdown_grace_seconds changed: these need a restart; the rest is applied"
+            );
+        }
+        let current = state.live.load();
+        if current.settings == config.live {
+            state.metrics.reload(true);
+            return current.number;
+        }
+        let number = current.number + 1;
+        let percent = f64::from(config.live.new_basis_points) / 100.0;
+        state
+            .metrics
+            .config_applied(number, config.live.new_basis_points);
+        state
+            .live
+            .store(Arc::new(Generation::new(number, config.live)));
+        state.metrics.reload(true);
+        tracing::info!(
+            generation = number,
+            new_percent = percent,
+            "config reloaded"
+        );
+        number
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (tx, mut events) = tokio::sync::mpsc::channel::<()>(16);
+        let watcher = notify::recommended_watcher(move |_| {
+            let _ = tx.try_send(());
+        });
+        // Watch the folder, not the file: editors often replace the file by renaming.
+        let dir = self
+            .state
+            .config_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned();
+        let _watcher = match watcher {
+            Ok(mut watcher) => match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => Some(watcher),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the config folder; polling only");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "no file watcher; polling only");
+                None
+            }
+        };
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut poll = tokio::time::interval(POLL);
+        let mut last = std::fs::read(&self.state.config_path).ok();
+        loop {
+            let force = tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = events.recv() => {
+                    tokio::time::sleep(SETTLE).await;
+                    while events.try_recv().is_ok() {}
+                    false
+                }
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP: reloading config");
+                    true
+                }
+                _ = poll.tick() => false,
+            };
+            self.check(&mut last, force);
+        }
+    }
+}

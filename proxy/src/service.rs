@@ -1,0 +1,440 @@
+//! The `ProxyHttp` implementation: refuse at the edge what must be refused, decide the side,
+//! connect (retrying a failed connect once on the other side), and mark the response.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::ErrorType;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::metrics::route_label;
+use crate::routing::{self, RouteInput, Side};
+use crate::state::{ClientSlot, Generation, ProxyState};
+use crate::sticky;
+
+pub struct CanaryProxy {
+    pub state: Arc<ProxyState>,
+}
+
+/// What one request carries through the filters.
+pub struct RequestCtx {
+    started: Instant,
+    generation: Option<Arc<Generation>>,
+    route: &'static str,
+    /// The side being tried now; `None` until decided (or when refused at the edge).
+    side: Option<Side>,
+    /// The side whose response reached the client; `None` for answers made by the proxy.
+    answered_by: Option<Side>,
+    retried: bool,
+    request_id: String,
+    set_cookie: Option<String>,
+    body_bytes: usize,
+    _slot: Option<ClientSlot>,
+}
+
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `connection` header names.
+fn strip_hop_by_hop(headers: &http::HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty() && name != "close")
+        .collect();
+    names.extend(HOP_BY_HOP.iter().map(|n| (*n).to_owned()));
+    names.retain(|name| name != "transfer-encoding" && name != "content-length");
+    names
+}
+
+fn json_error(code: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({"error": {"code": code, "message": message}}).to_string())
+}
+
+impl CanaryProxy {
+    /// Answers from the edge in the contract's error shape.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: Option<(&'static str, &str)>,
+    ) -> Result<bool> {
+        let body = json_error(code, message);
+        let mut header = ResponseHeader::build(status, Some(4))?;
+        header.insert_header("content-type", "application/json")?;
+        header.insert_header("content-length", body.len().to_string())?;
+        header.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some((name, value)) = extra {
+            header.insert_header(name, value)?;
+        }
+        session.set_keepalive(None);
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+
+    fn client_ip(session: &Session) -> Option<IpAddr> {
+        session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip())
+    }
+}
+
+fn header_bytes(header: &RequestHeader) -> usize {
+    let head = header.uri.to_string().len() + header.method.as_str().len() + 12;
+    header.headers.iter().fold(head, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len() + 4
+    })
+}
+
+#[async_trait]
+impl ProxyHttp for CanaryProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            started: Instant::now(),
+            generation: None,
+            route: shared::metrics::OTHER_ROUTE,
+            side: None,
+            answered_by: None,
+            retried: false,
+            request_id: String::new(),
+            set_cookie: None,
+            body_bytes: 0,
+            _slot: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let generation = self.state.live.load_full();
+        let live = &generation.settings;
+        let header = session.req_header();
+        ctx.route = route_label(header.uri.path());
+        ctx.request_id =
+            shared::request::request_id(header.headers.get("x-request-id").map(|v| v.as_bytes()));
+
+        if header_bytes(header) > live.max_header_bytes {
+            self.state.metrics.edge_refusal("header_too_large");
+            ctx.generation = Some(generation);
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    431,
+                    "HEADERS_TOO_LARGE",
+                    "request headers are too large",
+                    None,
+                )
+                .await;
+        }
+        let declared_length = header
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared_length.is_some_and(|n| n > live.max_body_bytes as u64) {
+            self.state.metrics.edge_refusal("body_too_large");
+            let message = format!("request body is larger than {} bytes", live.max_body_bytes);
+            ctx.generation = Some(generation);
+            return self
+                .refuse(session, ctx, 413, "PAYLOAD_TOO_LARGE", &message, None)
+                .await;
+        }
+        if let Some(ip) = Self::client_ip(session) {
+            match self
+                .state
+                .take_client_slot(ip, live.max_requests_per_client)
+            {
+                Some(slot) => ctx._slot = Some(slot),
+                None => {
+                    self.state
+                        .metrics
+                        .edge_refusal("too_many_requests_from_client");
+                    ctx.generation = Some(generation);
+                    return self
+                        .refuse(
+                            session,
+                            ctx,
+                            429,
+                            "RATE_LIMITED",
+                            "too many concurrent requests from this address",
+                            Some(("retry-after", "1")),
+                        )
+                        .await;
+                }
+            }
+        }
+
+        let header = session.req_header();
+        let cookie_bucket = header
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| sticky::find_cookie(v, &live.cookie_name))
+            .and_then(|value| self.state.signer.verify(value));
+        let forced = live
+            .override_header
+            .as_deref()
+            .and_then(|name| header.headers.get(name))
+            .and_then(|v| Side::parse(v.as_bytes()));
+        let bucket = match cookie_bucket {
+            Some(bucket) => bucket,
+            None => {
+                let bucket = header
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| sticky::token_subject(v.as_bytes()))
+                    .map(|sub| self.state.signer.bucket_for_subject(&sub))
+                    .unwrap_or_else(sticky::random_bucket);
+                // The override is for one request and leaves the cookie alone.
+                if forced.is_none() {
+                    ctx.set_cookie = Some(sticky::set_cookie(
+                        &live.cookie_name,
+                        &self.state.signer.cookie_value(bucket),
+                        live.cookie_max_age_seconds,
+                        live.cookie_secure,
+                    ));
+                }
+                bucket
+            }
+        };
+        let decided = routing::route(RouteInput {
+            bucket,
+            new_basis_points: live.new_basis_points,
+            forced,
+            legacy_up: self.state.health.is_up(Side::Legacy),
+            new_up: self.state.health.is_up(Side::New),
+        });
+        ctx.generation = Some(generation);
+        match decided {
+            None => {
+                self.state.metrics.edge_refusal("no_backend");
+                self.refuse(
+                    session,
+                    ctx,
+                    503,
+                    "BACKEND_UNAVAILABLE",
+                    "no backend is available",
+                    Some(("retry-after", "1")),
+                )
+                .await
+            }
+            Some(route) => {
+                if route.is_failover() {
+                    self.state.metrics.failover(route.preferred, route.side);
+                }
+                ctx.side = Some(route.side);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        match (&ctx.generation, ctx.side) {
+            (Some(generation), Some(side)) => Ok(Box::new(generation.peer(side))),
+            _ => Error::e_explain(ErrorType::InternalError, "no side decided"),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(side) = ctx.side {
+            self.state.metrics.upstream_error(side, "connect");
+            // Nothing reached the backend, so even a POST is safe to send to the other once.
+            if !ctx.retried {
+                ctx.retried = true;
+                ctx.side = Some(side.other());
+                self.state.metrics.failover(side, side.other());
+                tracing::warn!(backend = side.as_str(), error = %e, "connect failed; trying the other backend");
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let (Some(chunk), Some(generation)) = (body, &ctx.generation) {
+            ctx.body_bytes += chunk.len();
+            if ctx.body_bytes > generation.settings.max_body_bytes {
+                self.state.metrics.edge_refusal("body_too_large");
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over the edge limit",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        for name in strip_hop_by_hop(&upstream.headers) {
+            upstream.remove_header(name.as_str());
+        }
+        let client = Self::client_ip(session);
+        let trusted = match (&ctx.generation, client) {
+            (Some(generation), Some(ip)) => generation.settings.trusted_proxies.contains(&ip),
+            _ => false,
+        };
+        let client = client.map(|ip| ip.to_string()).unwrap_or_default();
+        let forwarded_for = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(previous) if trusted => format!("{previous}, {client}"),
+            _ => client,
+        };
+        upstream.insert_header("x-forwarded-for", forwarded_for)?;
+        if !trusted || upstream.headers.get("x-forwarded-proto").is_none() {
+            upstream.insert_header("x-forwarded-proto", "http")?;
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        for name in strip_hop_by_hop(&response.headers) {
+            response.remove_header(name.as_str());
+        }
+        ctx.answered_by = ctx.side;
+        let Some(generation) = &ctx.generation else {
+            return Ok(());
+        };
+        if let (true, Some(side)) = (generation.settings.served_by_header, ctx.side) {
+            response.insert_header("x-served-by", side.as_str())?;
+        }
+        if let Some(cookie) = ctx.set_cookie.take() {
+            response.append_header("set-cookie", cookie)?;
+        }
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        match &ctx.generation {
+            Some(g) if ctx.started.elapsed() > g.settings.total_timeout => Error::e_explain(
+                ErrorType::ReadTimedout,
+                "request over proxy.total_timeout_ms",
+            ),
+            _ => Ok(None),
+        }
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let (status, code, message) = match e.etype() {
+            ErrorType::HTTPStatus(413) => (413, "PAYLOAD_TOO_LARGE", "request body is too large"),
+            ErrorType::HTTPStatus(status) => {
+                (*status, "BAD_REQUEST", "the request could not be proxied")
+            }
+            ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError => (503, "BACKEND_UNAVAILABLE", "no backend is available"),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                (504, "BACKEND_TIMEOUT", "the backend did not answer in time")
+            }
+            _ => match e.esource() {
+                ErrorSource::Downstream => (0, "", ""),
+                _ => (502, "BACKEND_ERROR", "the backend failed to answer"),
+            },
+        };
+        if let (Some(side), ErrorSource::Upstream) = (ctx.side, e.esource()) {
+            self.state
+                .metrics
+                .upstream_error(side, &format!("{:?}", e.etype()).to_lowercase());
+        }
+        let writable = status > 0 && session.response_written().is_none();
+        if writable {
+            let body = json_error(code, message);
+            if let Ok(mut header) = ResponseHeader::build(status, Some(3)) {
+                let _ = header.insert_header("content-type", "application/json");
+                let _ = header.insert_header("content-length", body.len().to_string());
+                let _ = header.insert_header("x-request-id", ctx.request_id.as_str());
+                session.set_keepalive(None);
+                if session
+                    .write_response_header(Box::new(header), false)
+                    .await
+                    .is_ok()
+                {
+                    let _ = session.write_response_body(Some(body), true).await;
+                }
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        self.state
+            .metrics
+            .request(ctx.answered_by, ctx.route, status, elapsed.as_secs_f64());
+        if let Some(error) = error {
+            tracing::warn!(request_id = %ctx.request_id, status, %error, "request failed");
+        } else {
+            tracing::debug!(request_id = %ctx.request_id, status, backend = ?ctx.side, elapsed_us = elapsed.as_micros() as u64, "proxied");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! What every request reads: the config generation in force (one `ArcSwap`, swapped whole on
+//! reload), backend health, the metrics, and the per-client request counts.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{LiveSettings, ProxyConfig, StartupSettings};
+use crate::metrics::ProxyMetrics;
+use crate::routing::Side;
+use crate::sticky::BucketSigner;
+
+/// One config generation: its settings and the upstream peers built from them.
+pub struct Generation {
+    pub number: u64,
+    pub loaded_at: time::OffsetDateTime,
+    pub settings: LiveSettings,
+    peers: [HttpPeer; 2],
+}
+
+impl Generation {
+    pub fn new(number: u64, settings: LiveSettings) -> Self {
+        let peer = |addr| {
+            // Addresses were validated as socket addresses when the config was loaded, so
+            // `HttpPeer::new` (which panics on a bad one) cannot fail here.
+            let mut peer = HttpPeer::new(addr, false, String::new());
+            peer.options.connection_timeout = Some(settings.connect_timeout);
+            peer.options.read_timeout = Some(settings.read_timeout);
+            peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+            peer
+        };
+        let peers = [peer(settings.legacy), peer(settings.new)];
+        Self {
+            number,
+            loaded_at: time::OffsetDateTime::now_utc(),
+            settings,
+            peers,
+        }
+    }
+
+    pub fn peer(&self, side: Side) -> HttpPeer {
+        self.peers[side.index()].clone()
+    }
+
+    pub fn address(&self, side: Side) -> std::net::SocketAddr {
+        match side {
+            Side::Legacy => self.settings.legacy,
+            Side::New => self.settings.new,
+        }
+    }
+}
+
+/// Whether the health checks last found a backend up; up until proven otherwise.
+pub struct Health {
+    up: [AtomicBool; 2],
+}
+
+impl Health {
+    fn new() -> Self {
+        Self {
+            up: [AtomicBool::new(true), AtomicBool::new(true)],
+        }
+    }
+
+    pub fn is_up(&self, side: Side) -> bool {
+        self.up[side.index()].load(Ordering::Relaxed)
+    }
+
+    /// Records a verdict; returns whether it changed.
+    pub fn set(&self, side: Side, up: bool) -> bool {
+        self.up[side.index()].swap(up, Ordering::Relaxed) != up
+    }
+}
+
+/// Requests in flight per client address, to cap what one client can hold.
+#[derive(Default)]
+pub struct ClientCounts {
+    in_flight: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// Releases one in-flight slot of its client when the request ends.
+pub struct ClientSlot {
+    state: Arc<ProxyState>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .state
+            .clients
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+pub struct ProxyState {
+    pub config_path: PathBuf,
+    pub startup: StartupSettings,
+    pub live: ArcSwap<Generation>,
+    pub health: Health,
+    pub metrics: ProxyMetrics,
+    pub signer: BucketSigner,
+    clients: ClientCounts,
+}
+
+impl ProxyState {
+    pub fn new(config_path: PathBuf, config: ProxyConfig, cookie_secret: &[u8]) -> Arc<Self> {
+        let metrics = ProxyMetrics::new();
+        metrics.config_applied(1, config.live.new_basis_points);
+        for side in Side::BOTH {
+            metrics.backend_up(side, true);
+        }
+        Arc::new(Self {
+            config_path,
+            startup: config.startup,
+            live: ArcSwap::from_pointee(Generation::new(1, config.live)),
+            health: Health::new(),
+            metrics,
+            signer: BucketSigner::new(cookie_secret),
+            clients: ClientCounts::default(),
+        })
+    }
+
+    /// Takes an in-flight slot for `ip`, or `None` if it already holds `max`.
+    pub fn take_client_slot(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<ClientSlot> {
+        let mut map = self
+            .clients
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            state: Arc::clone(self),
+            ip,
+        })
+    }
+}
