@@ -1,0 +1,27 @@
+//! Integration tests of the proxy against both backends, all in-process on loopback.
+
+mod edge;
+mod failover;
+mod harness;
+mod observability;
+mod reload;
+mod routing;
+mod streaming;
+
+pub async fn via_proxy_at_0(env: &shared::testing::TestEnv) -> shared::testing::TestServer {
+    harness::contract_stack(env, 0.0).await
+}
+
+pub async fn via_proxy_at_100(env: &shared::testing::TestEnv) -> shared::testing::TestServer {
+    harness::contract_stack(env, 100.0).await
+}
+
+/// The whole contract suite through the proxy, with every request on legacy.
+mod contract_at_0 {
+    shared::contract_tests!(crate::via_proxy_at_0);
+}
+
+/// The whole contract suite through the proxy, with every request on new.
+mod contract_at_100 {
+    shared::contract_tests!(crate::via_proxy_at_100);
+}
