@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod head_deadline;
 pub mod health;
 pub mod metrics;
 pub mod reload;

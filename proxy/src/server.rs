@@ -11,6 +11,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::{ConfigError, ProxyConfig};
+use crate::head_deadline::HeadDeadline;
 use crate::health::HealthChecker;
 use crate::reload::Reloader;
 use crate::service::CanaryProxy;
@@ -51,12 +52,19 @@ pub fn build(config_path: &Path) -> Result<Proxy, StartupError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
+    let mut http_proxy = pingora::proxy::HttpProxy::new(
         CanaryProxy {
             state: Arc::clone(&state),
         },
-        "canary proxy",
+        Arc::clone(&server.configuration),
+    );
+    http_proxy.handle_init_modules();
+    let mut proxy = Service::new(
+        "canary proxy".to_owned(),
+        HeadDeadline {
+            inner: Arc::new(http_proxy),
+            state: Arc::clone(&state),
+        },
     );
     proxy.add_tcp(&startup.listen.to_string());
     let mut admin = Service::new(

@@ -127,6 +127,16 @@ impl ProxyHttp for CanaryProxy {
         }
     }
 
+    /// Called right after the request head is parsed, with what `HeadDeadline` left.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+        head_read: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        crate::head_deadline::HeadRead::signal(head_read);
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let generation = self.state.live.load_full();
         let live = &generation.settings;

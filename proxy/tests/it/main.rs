@@ -6,6 +6,7 @@ mod harness;
 mod observability;
 mod reload;
 mod routing;
+mod slow_clients;
 mod streaming;
 
 pub async fn via_proxy_at_0(env: &shared::testing::TestEnv) -> shared::testing::TestServer {

@@ -1,0 +1,77 @@
+//! A deadline for the whole request head. Pingora's read timeout applies to each read, so a
+//! client trickling one header line every few seconds would hold a connection forever; this
+//! wrapper drops the connection when the head is not complete in time.
+//!
+//! The proxy learns that a head is complete through Pingora's per-connection user context:
+//! the wrapper puts a `HeadRead` there, and `CanaryProxy::on_connection_reuse` (called right
+//! after the head is parsed) signals it.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::v2::server::H2Options;
+use pingora::server::ShutdownWatch;
+use tokio::sync::Notify;
+
+use crate::state::ProxyState;
+
+/// Put in the connection's user context; signalled once the request head has been read.
+pub struct HeadRead(pub Arc<Notify>);
+
+impl HeadRead {
+    /// Signals the waiting wrapper if `context` is ours.
+    pub fn signal(context: Box<dyn Any + Send + Sync>) {
+        if let Ok(head_read) = context.downcast::<HeadRead>() {
+            head_read.0.notify_one();
+        }
+    }
+}
+
+pub struct HeadDeadline<A> {
+    pub inner: Arc<A>,
+    pub state: Arc<ProxyState>,
+}
+
+#[async_trait]
+impl<A> HttpServerApp for HeadDeadline<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let deadline = self.state.live.load().settings.request_head_timeout;
+        let head_read = Arc::new(Notify::new());
+        session.set_connection_user_context(Some(Box::new(HeadRead(Arc::clone(&head_read)))));
+        let work = self.inner.process_new_http(session, shutdown);
+        tokio::pin!(work);
+        tokio::select! {
+            biased;
+            reused = &mut work => return reused,
+            _ = head_read.notified() => {}
+            _ = tokio::time::sleep(deadline) => {
+                self.state.metrics.edge_refusal("request_head_timeout");
+                tracing::debug!("request head not complete in time; closing the connection");
+                return None;
+            }
+        }
+        work.await
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.inner.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.inner.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.inner.http_cleanup().await
+    }
+}

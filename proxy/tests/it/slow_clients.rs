@@ -1,0 +1,65 @@
+//! A client that trickles its request head is cut off at the head deadline; one that sends
+//! its head promptly is served, also on a kept-alive connection.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::Stack;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_head_is_cut_off_at_the_deadline() {
+    let env = shared::testing::TestEnv::new();
+    let stack = Stack::start_with(env, 0.0, "request_head_timeout_ms = 500").await;
+    let addr = stack
+        .proxy
+        .base_url
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    // One header line every 100 ms: each read is prompt, the head as a whole never ends.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut cut_off = false;
+    for line in 0.. {
+        assert!(
+            Instant::now() < give_up,
+            "the trickling client was never cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stream
+            .write_all(format!("x-slow-{line}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut_off = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut_off = true;
+                break;
+            }
+            Ok(Ok(_)) => panic!("the proxy answered a request whose head never ended"),
+            Err(_) => {}
+        }
+    }
+    assert!(cut_off);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_heads_are_served_on_a_kept_alive_connection() {
+    let env = shared::testing::TestEnv::new();
+    let stack = Stack::start_with(env, 0.0, "request_head_timeout_ms = 500").await;
+    let client = shared::testing::client::client();
+    for _ in 0..20 {
+        let answer = shared::testing::client::send(client.get(stack.url("/health"))).await;
+        assert_eq!(answer.status, 200);
+    }
+}
