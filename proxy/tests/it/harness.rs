@@ -24,7 +24,9 @@ pub async fn start_legacy(env: &TestEnv) -> TestServer {
 
 pub async fn start_new(env: &TestEnv) -> TestServer {
     let service = Service::new(env.config.clone(), BackendName::New).expect("service starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(new_backend::serve(listener, service, async {
@@ -97,7 +99,12 @@ pub struct Stack {
 }
 
 /// The proxy's config for these backends; `extra` is appended inside `[proxy]`.
-pub fn config_text(stack_addrs: (SocketAddr, SocketAddr), ports: (u16, u16), new_percent: f64, extra: &str) -> String {
+pub fn config_text(
+    stack_addrs: (SocketAddr, SocketAddr),
+    ports: (u16, u16),
+    new_percent: f64,
+    extra: &str,
+) -> String {
     let (legacy, new) = stack_addrs;
     let (listen, admin) = ports;
     format!(
@@ -150,8 +157,11 @@ impl Stack {
         let (legacy_addr, new_addr) = (addr_of(&legacy), addr_of(&new));
         let config_path = env.dir().join("proxy.toml");
         let ports = (free_port(), free_port());
-        std::fs::write(&config_path, config_text((legacy_addr, new_addr), ports, new_percent, proxy_extra))
-            .expect("write the proxy config");
+        std::fs::write(
+            &config_path,
+            config_text((legacy_addr, new_addr), ports, new_percent, proxy_extra),
+        )
+        .expect("write the proxy config");
         let proxy = start_proxy(&config_path).await;
         Self {
             env,
@@ -197,7 +207,10 @@ impl Stack {
         self.write_config(&self.config_for(new_percent));
         let deadline = started + Duration::from_secs(5);
         while self.generation() == before {
-            assert!(Instant::now() < deadline, "the edit to {new_percent} % was never applied");
+            assert!(
+                Instant::now() < deadline,
+                "the edit to {new_percent} % was never applied"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         started.elapsed()
@@ -215,10 +228,19 @@ pub async fn contract_stack(env: &TestEnv, new_percent: f64) -> TestServer {
     let new = start_new(env).await;
     let config_path = env.dir().join("proxy.toml");
     let ports = (free_port(), free_port());
-    let text = config_text((addr_of(&legacy), addr_of(&new)), ports, new_percent, "max_header_bytes = 163840");
+    let text = config_text(
+        (addr_of(&legacy), addr_of(&new)),
+        ports,
+        new_percent,
+        "max_header_bytes = 163840",
+    );
     std::fs::write(&config_path, text).expect("write the proxy config");
     let proxy = start_proxy(&config_path).await;
-    let addr = proxy.base_url.trim_start_matches("http://").parse().expect("address");
+    let addr = proxy
+        .base_url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
     TestServer::new(addr, move || {
         drop(proxy);
         drop(legacy);

@@ -30,7 +30,10 @@ async fn health(stack: &Stack, cookie: Option<&str>, headers: &[(&str, &str)]) -
 }
 
 fn side(answer: &Answer) -> String {
-    answer.header("x-served-by").expect("x-served-by").to_owned()
+    answer
+        .header("x-served-by")
+        .expect("x-served-by")
+        .to_owned()
 }
 
 /// The signed value a `set-cookie` carries.
@@ -82,7 +85,11 @@ async fn one_client_with_its_cookie_stays_on_one_side() {
     for _ in 0..100 {
         let answer = health(&stack, Some(&cookie), &[]).await;
         assert_eq!(side(&answer), side(&first));
-        assert_eq!(answer.header("set-cookie"), None, "a valid cookie is not replaced");
+        assert_eq!(
+            answer.header("set-cookie"),
+            None,
+            "a valid cookie is not replaced"
+        );
     }
 }
 
@@ -98,7 +105,10 @@ async fn raising_the_percentage_moves_no_client_back_to_legacy() {
     let mut moved_to_new = 0;
     for (cookie, before) in &clients {
         let after = side(&health(&stack, Some(cookie), &[]).await);
-        assert!(!(before == "new" && after == "legacy"), "a client went back from new to legacy");
+        assert!(
+            !(before == "new" && after == "legacy"),
+            "a client went back from new to legacy"
+        );
         moved_to_new += usize::from(before == "legacy" && after == "new");
     }
     assert!(moved_to_new > 0, "raising the weight moved nobody");
@@ -136,15 +146,22 @@ async fn the_override_header_forces_a_side_without_touching_the_cookie() {
     assert_eq!(side(&forced), "new");
     assert_eq!(forced.header("set-cookie"), None);
     assert_eq!(side(&health(&stack, Some(&cookie), &[]).await), "legacy");
-    assert_eq!(side(&health(&stack, None, &[("x-canary", "sideways")]).await), "legacy");
+    assert_eq!(
+        side(&health(&stack, None, &[("x-canary", "sideways")]).await),
+        "legacy"
+    );
     stack.set_percent(100.0).await;
-    assert_eq!(side(&health(&stack, None, &[("x-canary", "legacy")]).await), "legacy");
+    assert_eq!(
+        side(&health(&stack, None, &[("x-canary", "legacy")]).await),
+        "legacy"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_override_header_and_served_by_can_be_switched_off() {
     let env = shared::testing::TestEnv::new();
-    let stack = Stack::start_with(env, 0.0, "override_header = \"\"\nserved_by_header = false").await;
+    let stack =
+        Stack::start_with(env, 0.0, "override_header = \"\"\nserved_by_header = false").await;
     let answer = send(client().get(stack.url("/health")).header("x-canary", "new")).await;
     assert_eq!(answer.json()["backend"], "legacy");
     assert_eq!(answer.header("x-served-by"), None);
@@ -152,8 +169,14 @@ async fn the_override_header_and_served_by_can_be_switched_off() {
 
 fn bearer_for(subject: &str) -> String {
     use base64::Engine as _;
-    let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    format!("Bearer {}.{}.sig", b64(json!({"alg": "HS256"})), b64(json!({"sub": subject})))
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    format!(
+        "Bearer {}.{}.sig",
+        b64(json!({"alg": "HS256"})),
+        b64(json!({"sub": subject}))
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +187,10 @@ async fn clients_without_cookies_are_sticky_by_token_subject() {
         let token = bearer_for(&format!("user-{i}"));
         let first = side(&health(&stack, None, &[("authorization", &token)]).await);
         for _ in 0..5 {
-            assert_eq!(side(&health(&stack, None, &[("authorization", &token)]).await), first);
+            assert_eq!(
+                side(&health(&stack, None, &[("authorization", &token)]).await),
+                first
+            );
         }
         new += usize::from(first == "new");
     }
