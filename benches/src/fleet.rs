@@ -31,7 +31,13 @@ fn backend_config(dir: &Path, legacy: SocketAddr, new: SocketAddr) -> String {
     )
 }
 
-fn proxy_config(dir: &Path, backends: (SocketAddr, SocketAddr), listen: SocketAddr, admin: SocketAddr, percent: u32) -> String {
+fn proxy_config(
+    dir: &Path,
+    backends: (SocketAddr, SocketAddr),
+    listen: SocketAddr,
+    admin: SocketAddr,
+    percent: u32,
+) -> String {
     format!(
         "[backends.legacy]\nlisten = \"{}\"\n[backends.new]\nlisten = \"{}\"\n\
          [routing]\nnew_percent = {percent}\n\
@@ -46,7 +52,11 @@ fn proxy_config(dir: &Path, backends: (SocketAddr, SocketAddr), listen: SocketAd
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -100,9 +110,19 @@ impl Fleet {
         };
         let (legacy_addr, new_addr) = (free_addr(), free_addr());
         let backend_toml = write("backends.toml", backend_config(path, legacy_addr, new_addr))?;
-        let mut legacy = Server::spawn("legacy", ours(bin_dir, "legacy-backend", &backend_toml), legacy_addr, path)?;
+        let mut legacy = Server::spawn(
+            "legacy",
+            ours(bin_dir, "legacy-backend", &backend_toml),
+            legacy_addr,
+            path,
+        )?;
         legacy.wait_ready("/health").await?;
-        let mut new = Server::spawn("new", ours(bin_dir, "new-backend", &backend_toml), new_addr, path)?;
+        let mut new = Server::spawn(
+            "new",
+            ours(bin_dir, "new-backend", &backend_toml),
+            new_addr,
+            path,
+        )?;
         new.wait_ready("/health").await?;
 
         let mut proxies = Vec::new();
@@ -112,12 +132,18 @@ impl Fleet {
                 &format!("proxy-{percent}.toml"),
                 proxy_config(path, (legacy_addr, new_addr), listen, free_addr(), percent),
             )?;
-            let mut proxy = Server::spawn(&format!("proxy-{percent}"), ours(bin_dir, "proxy", &toml), listen, path)?;
+            let mut proxy = Server::spawn(
+                &format!("proxy-{percent}"),
+                ours(bin_dir, "proxy", &toml),
+                listen,
+                path,
+            )?;
             proxy.wait_ready("/health").await?;
             proxies.push(proxy);
         }
         let mut proxies = proxies.into_iter();
-        let (proxy_0, proxy_50, proxy_100) = match (proxies.next(), proxies.next(), proxies.next()) {
+        let (proxy_0, proxy_50, proxy_100) = match (proxies.next(), proxies.next(), proxies.next())
+        {
             (Some(a), Some(b), Some(c)) => (a, b, c),
             _ => unreachable!("three proxies were started"),
         };
@@ -127,7 +153,12 @@ impl Fleet {
                 let listen = free_addr();
                 let conf = write("nginx.conf", nginx_config(path, listen, legacy_addr))?;
                 let mut command = Command::new(program);
-                command.arg("-p").arg(path).arg("-c").arg(&conf).args(["-g", "daemon off;"]);
+                command
+                    .arg("-p")
+                    .arg(path)
+                    .arg("-c")
+                    .arg(&conf)
+                    .args(["-g", "daemon off;"]);
                 let mut server = Server::spawn("nginx", command, listen, path)?;
                 server.wait_ready("/health").await?;
                 Some(server)
@@ -163,15 +194,40 @@ impl Fleet {
         let mut all = vec![
             Configuration::new("legacy direct", None, &self.legacy, vec![&self.legacy]),
             Configuration::new("new direct", None, &self.new, vec![&self.new]),
-            Configuration::new("proxy → legacy (0 %)", Some(&self.proxy_0), &self.proxy_0, vec![&self.legacy]),
-            Configuration::new("proxy → new (100 %)", Some(&self.proxy_100), &self.proxy_100, vec![&self.new]),
-            Configuration::new("proxy at 50 %", Some(&self.proxy_50), &self.proxy_50, vec![&self.legacy, &self.new]),
+            Configuration::new(
+                "proxy → legacy (0 %)",
+                Some(&self.proxy_0),
+                &self.proxy_0,
+                vec![&self.legacy],
+            ),
+            Configuration::new(
+                "proxy → new (100 %)",
+                Some(&self.proxy_100),
+                &self.proxy_100,
+                vec![&self.new],
+            ),
+            Configuration::new(
+                "proxy at 50 %",
+                Some(&self.proxy_50),
+                &self.proxy_50,
+                vec![&self.legacy, &self.new],
+            ),
         ];
         if let Some(nginx) = &self.nginx {
-            all.push(Configuration::new("nginx → legacy", Some(nginx), nginx, vec![&self.legacy]));
+            all.push(Configuration::new(
+                "nginx → legacy",
+                Some(nginx),
+                nginx,
+                vec![&self.legacy],
+            ));
         }
         if let Some(haproxy) = &self.haproxy {
-            all.push(Configuration::new("haproxy → legacy", Some(haproxy), haproxy, vec![&self.legacy]));
+            all.push(Configuration::new(
+                "haproxy → legacy",
+                Some(haproxy),
+                haproxy,
+                vec![&self.legacy],
+            ));
         }
         all
     }
@@ -188,7 +244,12 @@ pub struct Configuration<'a> {
 }
 
 impl<'a> Configuration<'a> {
-    fn new(name: &'static str, front: Option<&'a Server>, entry: &'a Server, backends: Vec<&'a Server>) -> Self {
+    fn new(
+        name: &'static str,
+        front: Option<&'a Server>,
+        entry: &'a Server,
+        backends: Vec<&'a Server>,
+    ) -> Self {
         Self {
             name,
             front,

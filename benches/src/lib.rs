@@ -35,27 +35,48 @@ pub struct Outcome {
 }
 
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map_or("? GiB".into(), |kib| format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0));
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or("? GiB".into(), |kib| {
+            format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0)
+        });
     let kernel = command_output("uname", &["-sr"]).unwrap_or_default();
     format!("{cores} cores ({cpu}), {memory} memory, {kernel}")
 }
 
 /// Starts the fleet from `bin_dir`, measures, and writes `results.md` and `latency.svg` into
 /// `out_dir`. Stops every server it started, also when interrupted with Ctrl-C.
-pub async fn run(settings: Settings, bin_dir: &Path, out_dir: &Path, command_line: String) -> Result<Outcome, BenchError> {
+pub async fn run(
+    settings: Settings,
+    bin_dir: &Path,
+    out_dir: &Path,
+    command_line: String,
+) -> Result<Outcome, BenchError> {
     let fleet = fleet::Fleet::start(bin_dir).await?;
     let configurations = fleet.configurations().len();
     let measured = tokio::select! {
@@ -68,7 +89,8 @@ pub async fn run(settings: Settings, bin_dir: &Path, out_dir: &Path, command_lin
     plot::latency_svg(&measured, &plot_file).map_err(|e| BenchError::Plot(e.to_string()))?;
     let context = report::Context {
         machine: machine(),
-        commit: command_output("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into()),
+        commit: command_output("git", &["rev-parse", "--short", "HEAD"])
+            .unwrap_or_else(|| "unknown".into()),
         command_line,
         binaries: bin_dir.display().to_string(),
         date: time::OffsetDateTime::now_utc()
@@ -77,7 +99,10 @@ pub async fn run(settings: Settings, bin_dir: &Path, out_dir: &Path, command_lin
         plot_file: "latency.svg".into(),
     };
     let results_file = out_dir.join("results.md");
-    std::fs::write(&results_file, report::markdown(&measured, &settings, &context))?;
+    std::fs::write(
+        &results_file,
+        report::markdown(&measured, &settings, &context),
+    )?;
     Ok(Outcome {
         results_file,
         plot_file,

@@ -112,7 +112,10 @@ async fn connect(addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
 }
 
 /// Sends one request and reads the whole answer; `Some(status)` if it came back.
-async fn exchange(sender: &mut SendRequest<Full<Bytes>>, request: http::Request<Full<Bytes>>) -> Option<u16> {
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
+) -> Option<u16> {
     sender.ready().await.ok()?;
     let response = sender.send_request(request).await.ok()?;
     let status = response.status().as_u16();
@@ -126,7 +129,10 @@ pub async fn probe(addr: SocketAddr, path: &str) -> bool {
         return false;
     };
     let attempt = exchange(&mut sender, RequestSpec::get(path).build(addr));
-    matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Some(200)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Some(200))
+    )
 }
 
 /// Sends one request on a fresh connection and returns status and body (for set-up steps).
@@ -140,7 +146,13 @@ pub async fn once(addr: SocketAddr, spec: &RequestSpec) -> Option<(u16, Bytes)> 
 }
 
 /// Runs `spec` against `addr` for `duration` or `max_requests`, whichever ends first.
-pub async fn run(addr: SocketAddr, spec: &RequestSpec, mode: Mode, duration: Duration, max_requests: u64) -> LoadResult {
+pub async fn run(
+    addr: SocketAddr,
+    spec: &RequestSpec,
+    mode: Mode,
+    duration: Duration,
+    max_requests: u64,
+) -> LoadResult {
     let connections = mode.connections();
     let budget = Arc::new(AtomicU64::new(max_requests));
     let started = Instant::now();
@@ -168,7 +180,9 @@ pub async fn run(addr: SocketAddr, spec: &RequestSpec, mode: Mode, duration: Dur
                     };
                     if due >= deadline
                         || budget
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                                left.checked_sub(1)
+                            })
                             .is_err()
                     {
                         break;

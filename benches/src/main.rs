@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Load benchmarks of the backends and the proxy, with nginx and haproxy when installed")]
+#[command(
+    about = "Load benchmarks of the backends and the proxy, with nginx and haproxy when installed"
+)]
 struct Args {
     /// A short run (well under a minute) that proves the harness, not the numbers.
     #[arg(long)]
@@ -27,7 +29,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut settings = if args.quick { benches::Settings::quick() } else { benches::Settings::full() };
+    let mut settings = if args.quick {
+        benches::Settings::quick()
+    } else {
+        benches::Settings::full()
+    };
     if let Some(rounds) = args.rounds {
         settings.rounds = rounds.max(1);
     }

@@ -54,7 +54,12 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [Endpoint::Health, Endpoint::Verify, Endpoint::Generate, Endpoint::Login];
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Health,
+        Endpoint::Verify,
+        Endpoint::Generate,
+        Endpoint::Login,
+    ];
 
     pub fn path(self) -> &'static str {
         match self {
@@ -69,7 +74,8 @@ impl Endpoint {
         let bearer = format!("Bearer {token}");
         match self {
             Endpoint::Health => RequestSpec::get("/health"),
-            Endpoint::Verify => RequestSpec::post_json("/api/auth/verify", json!({})).header("authorization", &bearer),
+            Endpoint::Verify => RequestSpec::post_json("/api/auth/verify", json!({}))
+                .header("authorization", &bearer),
             Endpoint::Generate => RequestSpec::post_json(
                 "/api/ai/generate",
                 json!({"prompt": "Write a haiku about canaries", "maxTokens": 32}),
@@ -82,7 +88,10 @@ impl Endpoint {
     /// Login is argon2-bound (tens of ms of CPU each): fewer connections, a lower rate.
     fn modes(self, settings: &Settings) -> [Mode; 2] {
         let (connections, rate) = match self {
-            Endpoint::Login => ((settings.connections / 4).max(2), (settings.rate / 40.0).max(5.0)),
+            Endpoint::Login => (
+                (settings.connections / 4).max(2),
+                (settings.rate / 40.0).max(5.0),
+            ),
             _ => (settings.connections, settings.rate),
         };
         [
@@ -102,7 +111,9 @@ fn login_body() -> serde_json::Value {
 pub fn mode_name(mode: Mode) -> String {
     match mode {
         Mode::Closed { connections } => format!("closed loop, {connections} connections"),
-        Mode::Open { rate, connections } => format!("open loop, {rate:.0} req/s over {connections} connections"),
+        Mode::Open { rate, connections } => {
+            format!("open loop, {rate:.0} req/s over {connections} connections")
+        }
     }
 }
 
@@ -150,12 +161,28 @@ fn cpu(servers: &[&Server]) -> f64 {
     servers.iter().map(|s| s.cpu_seconds()).sum()
 }
 
-async fn measure(config: &Configuration<'_>, spec: &RequestSpec, mode: Mode, settings: &Settings) -> Sample {
+async fn measure(
+    config: &Configuration<'_>,
+    spec: &RequestSpec,
+    mode: Mode,
+    settings: &Settings,
+) -> Sample {
     let front: Vec<&Server> = config.front.into_iter().collect();
     let (front_before, backend_before) = (cpu(&front), cpu(&config.backends));
-    let result = load::run(config.entry.addr, spec, mode, settings.duration, settings.max_requests).await;
+    let result = load::run(
+        config.entry.addr,
+        spec,
+        mode,
+        settings.duration,
+        settings.max_requests,
+    )
+    .await;
     let (front_after, backend_after) = (cpu(&front), cpu(&config.backends));
-    sample(&result, config.front.map(|_| front_after - front_before), backend_after - backend_before)
+    sample(
+        &result,
+        config.front.map(|_| front_after - front_before),
+        backend_after - backend_before,
+    )
 }
 
 fn sample(result: &LoadResult, front_cpu: Option<f64>, backend_cpu: f64) -> Sample {
@@ -184,7 +211,11 @@ async fn token(fleet: &Fleet) -> Option<String> {
     value["token"].as_str().map(str::to_owned)
 }
 
-pub async fn run(fleet: &Fleet, settings: &Settings, progress: impl Fn(&str)) -> Result<Measurements, crate::BenchError> {
+pub async fn run(
+    fleet: &Fleet,
+    settings: &Settings,
+    progress: impl Fn(&str),
+) -> Result<Measurements, crate::BenchError> {
     let token = token(fleet).await.ok_or(crate::BenchError::Login)?;
     let configurations = fleet.configurations();
     let mut series = Vec::new();
@@ -220,7 +251,10 @@ pub async fn run(fleet: &Fleet, settings: &Settings, progress: impl Fn(&str)) ->
         }
     }
     let floods = login_floods(fleet, settings, &token, &progress).await;
-    total_requests += floods.iter().map(|f| f.alone.requests + f.flooded.requests + f.logins_during_flood).sum::<u64>();
+    total_requests += floods
+        .iter()
+        .map(|f| f.alone.requests + f.flooded.requests + f.logins_during_flood)
+        .sum::<u64>();
     let mut peak_memory_kib = vec![
         ("proxy (0 %)", fleet.proxy_0.peak_rss_kib()),
         ("proxy (50 %)", fleet.proxy_50.peak_rss_kib()),
@@ -241,7 +275,12 @@ pub async fn run(fleet: &Fleet, settings: &Settings, progress: impl Fn(&str)) ->
 }
 
 /// Verify's latency on each backend, open loop, alone and then under a login flood.
-async fn login_floods(fleet: &Fleet, settings: &Settings, token: &str, progress: &impl Fn(&str)) -> Vec<FloodResult> {
+async fn login_floods(
+    fleet: &Fleet,
+    settings: &Settings,
+    token: &str,
+    progress: &impl Fn(&str),
+) -> Vec<FloodResult> {
     let verify = Endpoint::Verify.request(token);
     let login = Endpoint::Login.request(token);
     let mode = Mode::Open {
@@ -254,10 +293,29 @@ async fn login_floods(fleet: &Fleet, settings: &Settings, token: &str, progress:
     let mut results = Vec::new();
     for (name, backend) in [("legacy", &fleet.legacy), ("new", &fleet.new)] {
         progress(&format!("login flood · {name}"));
-        let alone = load::run(backend.addr, &verify, mode, settings.duration * 2, settings.max_requests).await;
+        let alone = load::run(
+            backend.addr,
+            &verify,
+            mode,
+            settings.duration * 2,
+            settings.max_requests,
+        )
+        .await;
         let (flooded, logins) = tokio::join!(
-            load::run(backend.addr, &verify, mode, settings.duration * 2, settings.max_requests),
-            load::run(backend.addr, &login, flood, settings.duration * 2, settings.max_requests),
+            load::run(
+                backend.addr,
+                &verify,
+                mode,
+                settings.duration * 2,
+                settings.max_requests
+            ),
+            load::run(
+                backend.addr,
+                &login,
+                flood,
+                settings.duration * 2,
+                settings.max_requests
+            ),
         );
         results.push(FloodResult {
             backend: name,

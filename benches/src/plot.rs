@@ -26,7 +26,9 @@ pub fn latency_svg(m: &Measurements, path: &Path) -> Result<(), Box<dyn std::err
         let lines: Vec<(&str, [f64; 4])> = m
             .series
             .iter()
-            .filter(|s| s.endpoint == endpoint && matches!(s.mode, crate::load::Mode::Closed { .. }))
+            .filter(|s| {
+                s.endpoint == endpoint && matches!(s.mode, crate::load::Mode::Closed { .. })
+            })
             .map(|s| {
                 let x = summarise(&s.samples);
                 (s.configuration, [x.p50, x.p90, x.p99, x.p999])
@@ -43,7 +45,10 @@ pub fn latency_svg(m: &Measurements, path: &Path) -> Result<(), Box<dyn std::err
             .filter(|v| v.is_finite() && *v > 0.0)
             .fold(max, f64::min);
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{} (closed loop)", endpoint.path()), ("sans-serif", 20))
+            .caption(
+                format!("{} (closed loop)", endpoint.path()),
+                ("sans-serif", 20),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(60)
@@ -51,7 +56,13 @@ pub fn latency_svg(m: &Measurements, path: &Path) -> Result<(), Box<dyn std::err
         chart
             .configure_mesh()
             .x_labels(4)
-            .x_label_formatter(&|x| percentiles.get(x.round() as usize).copied().unwrap_or("").to_owned())
+            .x_label_formatter(&|x| {
+                percentiles
+                    .get(x.round() as usize)
+                    .copied()
+                    .unwrap_or("")
+                    .to_owned()
+            })
             .y_desc("latency (ms, log)")
             .draw()?;
         for (i, (name, values)) in lines.iter().enumerate() {
@@ -65,7 +76,9 @@ pub fn latency_svg(m: &Measurements, path: &Path) -> Result<(), Box<dyn std::err
             chart
                 .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
                 .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+                });
             chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled())))?;
         }
         chart

@@ -41,7 +41,12 @@ pub struct Server {
 const TICKS_PER_SECOND: f64 = 100.0;
 
 impl Server {
-    pub fn spawn(name: &str, mut command: Command, addr: SocketAddr, log_dir: &Path) -> Result<Self, ProcError> {
+    pub fn spawn(
+        name: &str,
+        mut command: Command,
+        addr: SocketAddr,
+        log_dir: &Path,
+    ) -> Result<Self, ProcError> {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).map_err(|source| ProcError::Spawn {
             name: name.into(),
@@ -175,7 +180,12 @@ fn tree(pid: u32) -> Vec<u32> {
     let mut i = 0;
     while i < all.len() {
         let parent = all[i];
-        all.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        all.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     all

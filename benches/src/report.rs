@@ -63,7 +63,11 @@ pub struct Context {
 fn find<'a>(series: &'a [Series], endpoint: Endpoint, closed: bool, name: &str) -> Option<Summary> {
     series
         .iter()
-        .find(|s| s.endpoint == endpoint && s.configuration == name && matches!(s.mode, crate::load::Mode::Closed { .. }) == closed)
+        .find(|s| {
+            s.endpoint == endpoint
+                && s.configuration == name
+                && matches!(s.mode, crate::load::Mode::Closed { .. }) == closed
+        })
         .map(|s| summarise(&s.samples))
 }
 
@@ -95,7 +99,11 @@ pub fn markdown(m: &Measurements, settings: &Settings, context: &Context) -> Str
     let _ = writeln!(
         out,
         "Measured by `benches` ({}) on {}.\n\n- machine: {}\n- commit: `{}`\n- command: `{}`\n- each run: {:?}; {} round(s), configurations in alternation; figures are medians over rounds\n- servers: started by the harness from `{}` on loopback ports it picked, `RUST_LOG=warn`; the load generator runs on the same cores\n- latency in milliseconds; open-loop latency counts from each request's due time (no coordinated omission)\n- CPU: seconds of user + system time per 1,000 requests, from `/proc`, for the process in front and for the backend(s)\n",
-        if settings.quick { "quick mode: too short to mean anything, proves the harness only" } else { "full run" },
+        if settings.quick {
+            "quick mode: too short to mean anything, proves the harness only"
+        } else {
+            "full run"
+        },
         context.date,
         context.machine,
         context.commit,
@@ -104,13 +112,24 @@ pub fn markdown(m: &Measurements, settings: &Settings, context: &Context) -> Str
         settings.rounds,
         context.binaries,
     );
-    let _ = writeln!(out, "![latency percentiles per configuration]({})\n", context.plot_file);
+    let _ = writeln!(
+        out,
+        "![latency percentiles per configuration]({})\n",
+        context.plot_file
+    );
     let mut last_heading = String::new();
     for series in &m.series {
-        let heading = format!("## `{}` — {}", series.endpoint.path(), mode_name(series.mode));
+        let heading = format!(
+            "## `{}` — {}",
+            series.endpoint.path(),
+            mode_name(series.mode)
+        );
         if heading != last_heading {
             let _ = writeln!(out, "{heading}\n");
-            let _ = writeln!(out, "| configuration | req/s | p50 | p90 | p99 | p99.9 | errors | CPU front /1k | CPU backend /1k |");
+            let _ = writeln!(
+                out,
+                "| configuration | req/s | p50 | p90 | p99 | p99.9 | errors | CPU front /1k | CPU backend /1k |"
+            );
             let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             last_heading = heading;
         }
@@ -134,7 +153,9 @@ pub fn markdown(m: &Measurements, settings: &Settings, context: &Context) -> Str
             .iter()
             .skip_while(|x| !std::ptr::eq(*x, series))
             .nth(1)
-            .is_none_or(|next| next.endpoint != series.endpoint || mode_name(next.mode) != mode_name(series.mode));
+            .is_none_or(|next| {
+                next.endpoint != series.endpoint || mode_name(next.mode) != mode_name(series.mode)
+            });
         if next_differs {
             let _ = writeln!(out);
         }
@@ -149,17 +170,47 @@ pub fn markdown(m: &Measurements, settings: &Settings, context: &Context) -> Str
 }
 
 fn ratios(out: &mut String, m: &Measurements) {
-    let _ = writeln!(out, "## Ratios (closed loop throughput, closed loop p99, CPU per request)\n");
-    let _ = writeln!(out, "| endpoint | comparison | throughput | p99 | CPU front /1k |\n|---|---|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "## Ratios (closed loop throughput, closed loop p99, CPU per request)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| endpoint | comparison | throughput | p99 | CPU front /1k |\n|---|---|---:|---:|---:|"
+    );
     for endpoint in Endpoint::ALL {
         let get = |name: &str| find(&m.series, endpoint, true, name);
         let pairs = [
-            ("new / legacy (direct)", get("new direct"), get("legacy direct")),
-            ("proxy → legacy / legacy direct", get("proxy → legacy (0 %)"), get("legacy direct")),
-            ("proxy → new / new direct", get("proxy → new (100 %)"), get("new direct")),
-            ("proxy at 50 % / proxy at 0 %", get("proxy at 50 %"), get("proxy → legacy (0 %)")),
-            ("our proxy / nginx", get("proxy → legacy (0 %)"), get("nginx → legacy")),
-            ("our proxy / haproxy", get("proxy → legacy (0 %)"), get("haproxy → legacy")),
+            (
+                "new / legacy (direct)",
+                get("new direct"),
+                get("legacy direct"),
+            ),
+            (
+                "proxy → legacy / legacy direct",
+                get("proxy → legacy (0 %)"),
+                get("legacy direct"),
+            ),
+            (
+                "proxy → new / new direct",
+                get("proxy → new (100 %)"),
+                get("new direct"),
+            ),
+            (
+                "proxy at 50 % / proxy at 0 %",
+                get("proxy at 50 %"),
+                get("proxy → legacy (0 %)"),
+            ),
+            (
+                "our proxy / nginx",
+                get("proxy → legacy (0 %)"),
+                get("nginx → legacy"),
+            ),
+            (
+                "our proxy / haproxy",
+                get("proxy → legacy (0 %)"),
+                get("haproxy → legacy"),
+            ),
         ];
         for (label, a, b) in pairs {
             if let (Some(a), Some(b)) = (a, b) {

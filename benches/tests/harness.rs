@@ -15,21 +15,52 @@ async fn quick_mode_measures_every_configuration_and_writes_the_report() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .current_dir(workspace())
-        .args(["build", "-p", "legacy-backend", "-p", "new-backend", "-p", "proxy"])
+        .args([
+            "build",
+            "-p",
+            "legacy-backend",
+            "-p",
+            "new-backend",
+            "-p",
+            "proxy",
+        ])
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building the servers failed");
     let bin_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
     let out = tempfile::tempdir().expect("temporary folder");
-    let outcome = benches::run(benches::Settings::quick(), &bin_dir, out.path(), "test".into())
-        .await
-        .expect("the quick benchmark runs");
-    assert!(outcome.configurations >= 5, "{} configurations", outcome.configurations);
-    assert!(outcome.total_requests > 100, "{} requests", outcome.total_requests);
+    let outcome = benches::run(
+        benches::Settings::quick(),
+        &bin_dir,
+        out.path(),
+        "test".into(),
+    )
+    .await
+    .expect("the quick benchmark runs");
+    assert!(
+        outcome.configurations >= 5,
+        "{} configurations",
+        outcome.configurations
+    );
+    assert!(
+        outcome.total_requests > 100,
+        "{} requests",
+        outcome.total_requests
+    );
     let report = std::fs::read_to_string(&outcome.results_file).expect("results.md");
-    for expected in ["legacy direct", "new direct", "proxy → legacy (0 %)", "proxy at 50 %", "/api/auth/login", "Verify under a login flood"] {
+    for expected in [
+        "legacy direct",
+        "new direct",
+        "proxy → legacy (0 %)",
+        "proxy at 50 %",
+        "/api/auth/login",
+        "Verify under a login flood",
+    ] {
         assert!(report.contains(expected), "results.md lacks {expected}");
     }
     let svg = std::fs::read_to_string(&outcome.plot_file).expect("latency.svg");
-    assert!(svg.starts_with("<svg") || svg.contains("<svg"), "not an SVG");
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg"),
+        "not an SVG"
+    );
 }

@@ -38,28 +38,26 @@ pub struct RequestCtx {
     _slot: Option<ClientSlot>,
 }
 
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
+/// Hop-by-hop headers (RFC 9110 §7.6.1); Pingora itself manages framing
+/// (`transfer-encoding`, `content-length`) and `connection` towards each side.
+const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
 
-/// Removes hop-by-hop headers, including those the `connection` header names.
-fn strip_hop_by_hop(headers: &http::HeaderMap) -> Vec<String> {
-    let mut names: Vec<String> = headers
+/// Names that the `connection` header lists as hop-by-hop, if there is one (rare).
+fn connection_listed(headers: &http::HeaderMap) -> Vec<String> {
+    headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty() && name != "close")
-        .collect();
-    names.extend(HOP_BY_HOP.iter().map(|n| (*n).to_owned()));
-    names.retain(|name| name != "transfer-encoding" && name != "content-length");
-    names
+        .filter(|name| {
+            !name.is_empty()
+                && !matches!(
+                    name.as_str(),
+                    "close" | "keep-alive" | "transfer-encoding" | "content-length"
+                )
+        })
+        .collect()
 }
 
 fn json_error(code: &str, message: &str) -> Bytes {
@@ -101,8 +99,13 @@ impl CanaryProxy {
     }
 }
 
+/// The size of a request head as it came on the wire, near enough for a cap.
 fn header_bytes(header: &RequestHeader) -> usize {
-    let head = header.uri.to_string().len() + header.method.as_str().len() + 12;
+    let target = header
+        .uri
+        .path_and_query()
+        .map_or(1, |pq| pq.as_str().len());
+    let head = target + header.method.as_str().len() + 12;
     header.headers.iter().fold(head, |sum, (name, value)| {
         sum + name.as_str().len() + value.len() + 4
     })
@@ -294,6 +297,41 @@ impl ProxyHttp for CanaryProxy {
         e
     }
 
+    /// Pingora's policy (replay only idempotent requests whose body is still buffered), plus:
+    /// when it would give up, and nothing has reached the client yet, try the other backend
+    /// once. A backend that just stopped leaves stale pooled connections behind; without
+    /// this a GET could fail before the health checks notice.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !replayable {
+            e.set_retry(false);
+            return e;
+        }
+        e.retry.decide_reuse(client_reused);
+        if let (false, false, true, Some(side)) = (
+            e.retry(),
+            ctx.retried,
+            session.response_written().is_none(),
+            ctx.side,
+        ) {
+            ctx.retried = true;
+            ctx.side = Some(side.other());
+            self.state.metrics.upstream_error(side, "proxy");
+            self.state.metrics.failover(side, side.other());
+            e.set_retry(true);
+        }
+        e
+    }
+
     async fn request_body_filter(
         &self,
         _session: &mut Session,
@@ -320,8 +358,11 @@ impl ProxyHttp for CanaryProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        for name in strip_hop_by_hop(&upstream.headers) {
+        for name in connection_listed(&upstream.headers) {
             upstream.remove_header(name.as_str());
+        }
+        for name in HOP_BY_HOP {
+            upstream.remove_header(name);
         }
         let client = Self::client_ip(session);
         let trusted = match (&ctx.generation, client) {
@@ -329,13 +370,19 @@ impl ProxyHttp for CanaryProxy {
             _ => false,
         };
         let client = client.map(|ip| ip.to_string()).unwrap_or_default();
-        let forwarded_for = match upstream
+        // A trusted hop may send several header lines; all of them form the list.
+        let previous: Vec<&str> = upstream
             .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(previous) if trusted => format!("{previous}, {client}"),
-            _ => client,
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        let forwarded_for = if trusted && !previous.is_empty() {
+            format!("{}, {client}", previous.join(", "))
+        } else {
+            client
         };
         upstream.insert_header("x-forwarded-for", forwarded_for)?;
         if !trusted || upstream.headers.get("x-forwarded-proto").is_none() {
@@ -351,8 +398,11 @@ impl ProxyHttp for CanaryProxy {
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        for name in strip_hop_by_hop(&response.headers) {
+        for name in connection_listed(&response.headers) {
             response.remove_header(name.as_str());
+        }
+        for name in HOP_BY_HOP {
+            response.remove_header(name);
         }
         ctx.answered_by = ctx.side;
         let Some(generation) = &ctx.generation else {
