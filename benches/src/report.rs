@@ -60,7 +60,7 @@ pub struct Context {
     pub plot_file: String,
 }
 
-fn find<'a>(series: &'a [Series], endpoint: Endpoint, closed: bool, name: &str) -> Option<Summary> {
+fn find(series: &[Series], endpoint: Endpoint, closed: bool, name: &str) -> Option<Summary> {
     series
         .iter()
         .find(|s| {
