@@ -5,6 +5,11 @@ use clap::Parser;
 use shared::cli::ServeArgs;
 use shared::{BackendName, Service};
 
+/// glibc's allocator spends a sixth of the proxy's CPU on its arena locks under load
+/// (measured with perf); mimalloc's per-thread heaps do not contend.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let args = ServeArgs::parse();

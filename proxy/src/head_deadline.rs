@@ -14,6 +14,7 @@ use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v2::server::H2Options;
 use pingora::server::ShutdownWatch;
+use pingora::time::fast_timeout::fast_timeout;
 use tokio::sync::Notify;
 
 use crate::state::ProxyState;
@@ -50,11 +51,12 @@ where
         session.set_connection_user_context(Some(Box::new(HeadRead(Arc::clone(&head_read)))));
         let work = self.inner.process_new_http(session, shutdown);
         tokio::pin!(work);
+        // Pingora's shared coarse timers: a tokio timer per request cost measurable CPU.
+        let head_in_time = fast_timeout(deadline, head_read.notified());
         tokio::select! {
             biased;
             reused = &mut work => return reused,
-            _ = head_read.notified() => {}
-            _ = tokio::time::sleep(deadline) => {
+            in_time = head_in_time => if in_time.is_err() {
                 self.state.metrics.edge_refusal("request_head_timeout");
                 tracing::debug!("request head not complete in time; closing the connection");
                 return None;

@@ -17,6 +17,11 @@ struct Args {
     log_format: LogFormat,
 }
 
+/// glibc's allocator spends a sixth of the proxy's CPU on its arena locks under load
+/// (measured with perf); mimalloc's per-thread heaps do not contend.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     shared::telemetry::init(args.log_format);

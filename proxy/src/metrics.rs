@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::routing::Side;
@@ -12,35 +12,54 @@ use crate::routing::Side;
 /// The `backend` label of a request no backend answered (refused at the edge, both down).
 pub const NO_BACKEND: &str = "none";
 
-/// The bounded set of `route` labels: the contract's routes, then `other`.
-pub fn route_label(path: &str) -> &'static str {
+/// The bounded set of `route` labels: the contract's routes, `/`, then `other`.
+const ROUTES: [&str; 8] = {
     use shared::routes::*;
-    match path {
-        LOGIN => LOGIN,
-        VERIFY => VERIFY,
-        GENERATE => GENERATE,
-        HEALTH => HEALTH,
-        METRICS => METRICS,
-        OPENAPI => OPENAPI,
-        "/" => "/",
-        _ => shared::metrics::OTHER_ROUTE,
+    [
+        LOGIN,
+        VERIFY,
+        GENERATE,
+        HEALTH,
+        METRICS,
+        OPENAPI,
+        "/",
+        shared::metrics::OTHER_ROUTE,
+    ]
+};
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const BACKENDS: [&str; 3] = ["legacy", "new", NO_BACKEND];
+
+/// A route's index in `ROUTES`: the label of a path, resolved once per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route(usize);
+
+impl Route {
+    pub fn of(path: &str) -> Self {
+        Route(
+            ROUTES[..ROUTES.len() - 1]
+                .iter()
+                .position(|r| *r == path)
+                .unwrap_or(ROUTES.len() - 1),
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        ROUTES[self.0]
     }
 }
 
-fn status_class(status: u16) -> &'static str {
+fn status_class(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
 pub struct ProxyMetrics {
     registry: Registry,
-    requests: IntCounterVec,
-    latency: HistogramVec,
     upstream_errors: IntCounterVec,
     failovers: IntCounterVec,
     backend_up: IntGaugeVec,
@@ -50,6 +69,10 @@ pub struct ProxyMetrics {
     edge_refusals: IntCounterVec,
     /// Requests per backend (legacy, new, none), for `/admin/status`.
     counts: [AtomicU64; 3],
+    /// The hot path's series, resolved once: [backend][route][status class] and
+    /// [backend][route], so a request never hashes label strings.
+    request_series: Vec<IntCounter>,
+    latency_series: Vec<Histogram>,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -124,10 +147,20 @@ impl ProxyMetrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        let mut request_series = Vec::new();
+        let mut latency_series = Vec::new();
+        for backend in BACKENDS {
+            for route in ROUTES {
+                latency_series.push(latency.with_label_values(&[backend, route]));
+                for class in STATUS_CLASSES {
+                    request_series.push(requests.with_label_values(&[backend, route, class]));
+                }
+            }
+        }
         Self {
+            request_series,
+            latency_series,
             registry,
-            requests,
-            latency,
             upstream_errors,
             failovers,
             backend_up,
@@ -139,16 +172,12 @@ impl ProxyMetrics {
         }
     }
 
-    pub fn request(&self, backend: Option<Side>, route: &str, status: u16, seconds: f64) {
-        let label = backend.map_or(NO_BACKEND, Side::as_str);
-        self.requests
-            .with_label_values(&[label, route, status_class(status)])
-            .inc();
-        self.latency
-            .with_label_values(&[label, route])
-            .observe(seconds);
-        let index = backend.map_or(2, Side::index);
-        self.counts[index].fetch_add(1, Ordering::Relaxed);
+    pub fn request(&self, backend: Option<Side>, route: Route, status: u16, seconds: f64) {
+        let backend = backend.map_or(2, Side::index);
+        let series = backend * ROUTES.len() + route.0;
+        self.request_series[series * STATUS_CLASSES.len() + status_class(status)].inc();
+        self.latency_series[series].observe(seconds);
+        self.counts[backend].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn upstream_error(&self, backend: Side, kind: &str) {

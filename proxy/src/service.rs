@@ -13,7 +13,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::metrics::route_label;
+use crate::metrics::Route;
 use crate::routing::{self, RouteInput, Side};
 use crate::state::{ClientSlot, Generation, ProxyState};
 use crate::sticky;
@@ -26,7 +26,7 @@ pub struct CanaryProxy {
 pub struct RequestCtx {
     started: Instant,
     generation: Option<Arc<Generation>>,
-    route: &'static str,
+    route: Route,
     /// The side being tried now; `None` until decided (or when refused at the edge).
     side: Option<Side>,
     /// The side whose response reached the client; `None` for answers made by the proxy.
@@ -119,7 +119,7 @@ impl ProxyHttp for CanaryProxy {
         RequestCtx {
             started: Instant::now(),
             generation: None,
-            route: shared::metrics::OTHER_ROUTE,
+            route: Route::of(""),
             side: None,
             answered_by: None,
             retried: false,
@@ -144,7 +144,7 @@ impl ProxyHttp for CanaryProxy {
         let generation = self.state.live.load_full();
         let live = &generation.settings;
         let header = session.req_header();
-        ctx.route = route_label(header.uri.path());
+        ctx.route = Route::of(header.uri.path());
         ctx.request_id =
             shared::request::request_id(header.headers.get("x-request-id").map(|v| v.as_bytes()));
 
