@@ -39,6 +39,10 @@ pub async fn generate(
     into_response(service.generate(incoming(&request, body)).await)
 }
 
+pub async fn frontend(service: web::Data<Service>) -> HttpResponse {
+    into_response(service.frontend())
+}
+
 pub async fn health(service: web::Data<Service>) -> HttpResponse {
     into_response(service.health())
 }

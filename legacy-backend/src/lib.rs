@@ -28,6 +28,7 @@ pub fn spawn(
             .service(post(routes::LOGIN, handlers::login))
             .service(post(routes::VERIFY, handlers::verify))
             .service(post(routes::GENERATE, handlers::generate))
+            .service(get(routes::INDEX, handlers::frontend))
             .service(get(routes::HEALTH, handlers::health))
             .service(get(routes::METRICS, handlers::metrics))
             .service(get(routes::OPENAPI, handlers::openapi))

@@ -29,6 +29,10 @@ pub async fn generate(State(service): State<Service>, headers: HeaderMap, body: 
     into_response(service.generate(incoming(&headers, body)).await)
 }
 
+pub async fn frontend(State(service): State<Service>) -> Response {
+    into_response(service.frontend())
+}
+
 pub async fn health(State(service): State<Service>) -> Response {
     into_response(service.health())
 }

@@ -19,6 +19,7 @@ pub fn app(service: Service) -> Router {
         .route(routes::LOGIN, post(handlers::login))
         .route(routes::VERIFY, post(handlers::verify))
         .route(routes::GENERATE, post(handlers::generate))
+        .route(routes::INDEX, get(handlers::frontend))
         .route(routes::HEALTH, get(handlers::health))
         .route(routes::METRICS, get(handlers::metrics))
         .route(routes::OPENAPI, get(handlers::openapi))

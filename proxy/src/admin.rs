@@ -44,6 +44,21 @@ impl AdminApp {
     }
 }
 
+impl AdminApp {
+    /// Each backend's last minute: rates, error rate, p50/p99 and the per-second series.
+    pub fn stats(&self) -> serde_json::Value {
+        let now = crate::metrics::unix_second();
+        let window = &self.state.metrics.window;
+        json!({
+            "windowSeconds": 60,
+            "backends": {
+                "legacy": window.minute(Side::Legacy, now),
+                "new": window.minute(Side::New, now),
+            },
+        })
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
@@ -66,6 +81,16 @@ impl ServeHttp for AdminApp {
                 200,
                 "application/json",
                 self.status().to_string().into_bytes(),
+            ),
+            "/admin/stats" => response(
+                200,
+                "application/json",
+                self.stats().to_string().into_bytes(),
+            ),
+            "/admin" | "/admin/" => response(
+                200,
+                "text/html; charset=utf-8",
+                include_bytes!("../web/dashboard.html").to_vec(),
             ),
             _ => response(
                 404,

@@ -8,6 +8,14 @@ use prometheus::{
 };
 
 use crate::routing::Side;
+use crate::window::Window;
+
+/// Seconds since the Unix epoch (a vDSO call, no syscall).
+pub fn unix_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// The `backend` label of a request no backend answered (refused at the edge, both down).
 pub const NO_BACKEND: &str = "none";
@@ -73,6 +81,8 @@ pub struct ProxyMetrics {
     /// [backend][route], so a request never hashes label strings.
     request_series: Vec<IntCounter>,
     latency_series: Vec<Histogram>,
+    /// The last minute per backend, for the dashboard.
+    pub window: Window,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -160,6 +170,7 @@ impl ProxyMetrics {
         Self {
             request_series,
             latency_series,
+            window: Window::new(),
             registry,
             upstream_errors,
             failovers,
@@ -178,6 +189,10 @@ impl ProxyMetrics {
         self.request_series[series * STATUS_CLASSES.len() + status_class(status)].inc();
         self.latency_series[series].observe(seconds);
         self.counts[backend].fetch_add(1, Ordering::Relaxed);
+        if let Some(side) = Side::BOTH.get(backend) {
+            self.window
+                .record(*side, unix_second(), status, (seconds * 1e6) as u64);
+        }
     }
 
     pub fn upstream_error(&self, backend: Side, kind: &str) {

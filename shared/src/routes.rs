@@ -1,5 +1,7 @@
 //! The contract's routes: one list both adapters register, so they cannot disagree.
 
+/// The frontend page, served identically by both backends.
+pub const INDEX: &str = "/";
 pub const LOGIN: &str = "/api/auth/login";
 pub const VERIFY: &str = "/api/auth/verify";
 pub const GENERATE: &str = "/api/ai/generate";

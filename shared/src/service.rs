@@ -423,6 +423,20 @@ impl Service {
         )
     }
 
+    /// `GET /`: the frontend page. It uses only the contract's endpoints, so it works
+    /// unchanged against either backend, and through the proxy.
+    pub fn frontend(&self) -> Reply {
+        Reply::full(
+            200,
+            "text/html; charset=utf-8",
+            Bytes::from_static(include_bytes!("../web/index.html")),
+        )
+        .with_headers([
+            ("cache-control", "no-cache".to_owned()),
+            ("x-content-type-options", "nosniff".to_owned()),
+        ])
+    }
+
     /// `GET /openapi.json`.
     pub fn openapi(&self) -> Reply {
         Reply::full(200, APPLICATION_JSON, self.inner.openapi.clone())

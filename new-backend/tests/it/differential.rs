@@ -77,6 +77,8 @@ fn corpus(token: &str, env: &TestEnv) -> Vec<Probe> {
     let login = |email: &str, password: &str| json!({"email": email, "password": password});
     vec![
         probe("GET", routes::HEALTH),
+        probe("GET", routes::INDEX),
+        probe("POST", routes::INDEX),
         probe("GET", routes::OPENAPI),
         probe("GET", "/nowhere"),
         probe("POST", "/api/auth"),

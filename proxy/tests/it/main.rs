@@ -1,5 +1,6 @@
 //! Integration tests of the proxy against both backends, all in-process on loopback.
 
+mod browser;
 mod edge;
 mod failover;
 mod harness;

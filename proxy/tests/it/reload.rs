@@ -269,3 +269,28 @@ async fn a_half_written_file_does_not_stick() {
     assert_eq!(stack.generation(), generation + 1);
     assert_eq!(side_now(&stack).await, "legacy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    // Our own listener first, so that SIGHUP can never take the default action (exit) on
+    // this test process while the proxy's reloader is still registering its own.
+    let _ours = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("a SIGHUP listener");
+    let stack = Stack::start(0.0).await;
+    let reloads = || stack.proxy.state.metrics.reload_count(true);
+    let before = reloads();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // The file is unchanged, so only SIGHUP's forced reload can count one.
+    while reloads() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -28,7 +28,7 @@ macro_rules! contract_tests {
             generate_requires_a_token, generate_checks_in_contract_order, generate_answers_whole,
             generate_is_deterministic_and_honours_max_tokens, generate_validation_names_each_field,
             generate_streams_deltas_then_done, generate_rate_limit_counts_down_then_429,
-            metrics_are_prometheus_text, openapi_document_is_served);
+            metrics_are_prometheus_text, openapi_document_is_served, frontend_page_is_served);
     };
     (@cases $start:path; $($case:ident),* $(,)?) => {
         $(
@@ -1035,4 +1035,21 @@ pub async fn openapi_document_is_served(server: &TestServer, _: &TestEnv) {
         answer.body.as_bytes(),
         crate::openapi::document_json().as_slice()
     );
+}
+
+pub async fn frontend_page_is_served(server: &TestServer, _: &TestEnv) {
+    let answer = get(server, "/").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(answer.body.contains("<title>Canary</title>"));
+    // The page talks to the contract's endpoints only.
+    for path in [LOGIN, VERIFY, GENERATE] {
+        assert!(answer.body.contains(path), "{path}");
+    }
+    let post = send(client().post(server.url("/"))).await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
 }

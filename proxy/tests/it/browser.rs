@@ -1,0 +1,325 @@
+//! End to end in headless Chromium (Debian's `chromium` and `chromium-driver`), through the
+//! proxy's public port: the frontend's whole flow on each side, its error messages, and the
+//! canary dashboard. Screenshots of each step go to `target/e2e-screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use shared::testing::forge;
+
+use crate::harness::{Stack, free_port};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A chromedriver child process and a WebDriver session of a headless Chromium.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    dir
+}
+
+impl Browser {
+    async fn start() -> Self {
+        assert!(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "browser tests need Debian's chromium and chromium-driver (scripts/test installs them)"
+        );
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let http = shared::testing::client::client();
+        while !http
+            .get(format!("{url}/status"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "chromedriver never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().expect("profile folder");
+        // Flags as the machine's own browser probe used them: no background networking,
+        // which this closed network would refuse.
+        let args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--window-size=1100,900".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": CHROMIUM, "args": args}),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&url)
+            .await
+            .expect("a WebDriver session");
+        Self {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(screenshot_dir().join(format!("{name}.png")), png)
+            .expect("write screenshot");
+    }
+
+    /// Waits (bounded) until the element's text satisfies `accept`, and returns it.
+    async fn text_of(&self, css: &str, accept: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.text().await.ok(),
+                Err(_) => None,
+            };
+            if let Some(text) = text.filter(|t| accept(t)) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed what was expected"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let element = self
+            .client
+            .wait()
+            .for_element(Locator::Css(css))
+            .await
+            .expect("field");
+        element.clear().await.expect("clear");
+        element.send_keys(value).await.expect("type");
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .wait()
+            .for_element(Locator::Css(css))
+            .await
+            .expect("button")
+            .click()
+            .await
+            .expect("click");
+    }
+
+    async fn sign_in(&self, base: &str, password: &str) {
+        self.client
+            .goto(&format!("{base}/"))
+            .await
+            .expect("open the page");
+        self.text_of("#login-button", |t| t == "Sign in").await;
+        self.fill("#email", "demo@example.com").await;
+        self.fill("#password", password).await;
+        self.click("#login-button").await;
+    }
+
+    async fn finish(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+async fn full_flow(new_percent: f64, side: &str) {
+    let stack = Stack::start(new_percent).await;
+    let browser = Browser::start().await;
+    browser
+        .sign_in(&stack.proxy.base_url, "demo-password")
+        .await;
+    browser.text_of("#user-name", |t| t == "Demo User").await;
+    browser.text_of("#served-by", |t| t == side).await;
+    browser.screenshot(&format!("{side}-1-signed-in")).await;
+    browser.click("#generate-button").await;
+    let usage = browser.text_of("#usage", |t| t.contains("tokens")).await;
+    assert!(usage.starts_with("local-canary-1"), "{usage}");
+    let output = browser.text_of("#output", |t| !t.is_empty()).await;
+    assert!(output.split_whitespace().count() >= 2, "{output}");
+    browser.text_of("#served-by", |t| t == side).await;
+    browser.screenshot(&format!("{side}-2-generated")).await;
+    browser.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_works_on_legacy_at_0_percent() {
+    full_flow(0.0, "legacy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_works_on_new_at_100_percent() {
+    full_flow(100.0, "new").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_override_header_sends_a_tester_to_new_at_0_percent() {
+    let stack = Stack::start(0.0).await;
+    let browser = Browser::start().await;
+    // What a tester's header extension does: add `x-canary: new` to every request.
+    let session = browser
+        .client
+        .session_id()
+        .await
+        .ok()
+        .flatten()
+        .expect("a session");
+    let http = shared::testing::client::client();
+    let port = browser_port(&browser);
+    for (command, params) in [
+        ("Network.enable", json!({})),
+        (
+            "Network.setExtraHTTPHeaders",
+            json!({"headers": {"x-canary": "new"}}),
+        ),
+    ] {
+        let answer = http
+            .post(format!(
+                "http://127.0.0.1:{port}/session/{session}/goog/cdp/execute"
+            ))
+            .json(&json!({"cmd": command, "params": params}))
+            .send()
+            .await
+            .expect("chromedriver answers");
+        assert!(
+            answer.status().is_success(),
+            "{command}: {}",
+            answer.status()
+        );
+    }
+    browser
+        .sign_in(&stack.proxy.base_url, "demo-password")
+        .await;
+    browser.text_of("#user-name", |t| t == "Demo User").await;
+    browser.text_of("#served-by", |t| t == "new").await;
+    browser.screenshot("override-new-at-0-percent").await;
+    browser.finish().await;
+}
+
+fn browser_port(browser: &Browser) -> u16 {
+    // chromedriver was started with --port=N; read it back from its command line.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", browser.driver.id())).expect("cmdline");
+    String::from_utf8_lossy(&cmdline)
+        .split('\0')
+        .find_map(|arg| arg.strip_prefix("--port=").and_then(|p| p.parse().ok()))
+        .expect("a --port argument")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_shows_the_error() {
+    let stack = Stack::start(50.0).await;
+    let browser = Browser::start().await;
+    browser
+        .sign_in(&stack.proxy.base_url, "not-the-password")
+        .await;
+    browser
+        .text_of("#login-message", |t| t == "Wrong email or password.")
+        .await;
+    browser.screenshot("wrong-password").await;
+    browser.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_sends_the_user_back_to_login() {
+    let stack = Stack::start(50.0).await;
+    let browser = Browser::start().await;
+    browser
+        .sign_in(&stack.proxy.base_url, "demo-password")
+        .await;
+    browser.text_of("#user-name", |t| t == "Demo User").await;
+    let mut claims = forge::claims(&stack.env.config);
+    claims["exp"] = json!(forge::now() - 3600);
+    let expired = forge::hs256(&forge::hs256_header(), &claims, &stack.env.secret);
+    browser
+        .client
+        .execute(
+            "sessionStorage.setItem('canary.token', arguments[0]);",
+            vec![json!(expired)],
+        )
+        .await
+        .expect("script runs");
+    browser.client.refresh().await.expect("reload");
+    browser
+        .text_of("#login-message", |t| {
+            t == "Your session has expired. Please sign in again."
+        })
+        .await;
+    browser.screenshot("expired-session").await;
+    browser.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_both_backends() {
+    let stack = Stack::start(25.0).await;
+    let http = shared::testing::client::client();
+    for side in ["legacy", "new"] {
+        for _ in 0..20 {
+            let _ = http
+                .get(stack.url("/health"))
+                .header("x-canary", side)
+                .send()
+                .await;
+        }
+    }
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("{}/admin/", stack.proxy.admin_url))
+        .await
+        .expect("open the dashboard");
+    browser.text_of("#new-percent", |t| t == "25").await;
+    for side in ["legacy", "new"] {
+        let heading = browser
+            .text_of(&format!("#backend-{side} h2"), |t| !t.is_empty())
+            .await;
+        assert!(
+            heading.starts_with(side) && heading.contains("healthy"),
+            "{heading}"
+        );
+        browser
+            .text_of(&format!("#backend-{side} [data-metric=requests] b"), |t| {
+                t.ends_with("/s")
+            })
+            .await;
+        browser
+            .text_of(&format!("#backend-{side} [data-metric=p99] b"), |t| {
+                t.ends_with("ms")
+            })
+            .await;
+    }
+    browser.screenshot("dashboard").await;
+    browser.finish().await;
+}
