@@ -128,8 +128,8 @@ pub struct AuthConfig {
     pub leeway_seconds: u64,
     /// Read when `JWT_SECRET` is unset; created with 32 random bytes (mode 0600) if absent.
     pub secret_file: PathBuf,
-    /// Password hashes computed at once; the rest wait, so a login flood cannot take every core.
-    /// 0 means one less than the number of cores (at least one).
+    /// Password hashes computed at once, on low-priority threads; the rest wait, so a login
+    /// flood cannot take every core. 0 means one less than the number of cores (at least one).
     pub max_concurrent_hashes: usize,
     pub login_throttle: LoginThrottleConfig,
 }

@@ -1,18 +1,20 @@
-//! Argon2id hashing at OWASP's parameters, off the async workers and bounded in concurrency.
+//! Argon2id hashing at OWASP's parameters, on a few dedicated low-priority threads: never
+//! on the async workers, bounded in concurrency, and yielding the CPU to every other request
+//! when a login flood keeps them busy.
 
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
     #[error("password hashing: {0}")]
     Hash(argon2::password_hash::Error),
-    #[error("password hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("the password hashing threads are gone")]
+    PoolGone,
 }
 
 /// OWASP's minimum for argon2id: 19 MiB of memory, 2 passes, 1 lane.
@@ -21,10 +23,72 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hashes and verifies passwords; at most `concurrency` at once, the rest queue.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads: `concurrency` of them, the rest of the work queues.
+struct HashPool {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Niceness of the hashing threads: a flood of logins then takes only the CPU that nothing
+/// else wants (CFS gives a nice-10 thread about a tenth of a nice-0 one's share).
+const HASHING_NICENESS: i32 = 10;
+
+fn lower_this_threads_priority() {
+    // SAFETY: setpriority only reads its integer arguments; on Linux, PRIO_PROCESS with
+    // who = 0 applies to the calling thread alone. A failure (not permitted) leaves the
+    // thread at normal priority, which is still correct, only less kind to other requests.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICENESS) };
+    if result != 0 {
+        tracing::debug!("cannot lower the priority of a hashing thread");
+    }
+}
+
+impl HashPool {
+    fn new(threads: usize) -> Self {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    loop {
+                        let job = match receiver.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // the pool was dropped
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a password hashing thread");
+            }
+        }
+        Self { jobs: sender }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs.send(job).map_err(|_| PasswordError::PoolGone)?;
+        result.await.map_err(|_| PasswordError::PoolGone)
+    }
+}
+
+/// Hashes and verifies passwords on the hashing threads.
 #[derive(Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    pool: Arc<HashPool>,
     /// Verified against when an email is unknown, so that costs what a wrong password costs.
     dummy_hash: Arc<str>,
 }
@@ -33,13 +97,13 @@ impl Passwords {
     pub fn new(concurrency: usize) -> Result<Self, PasswordError> {
         let dummy_hash = hash_blocking(&uuid::Uuid::new_v4().to_string())?;
         Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            pool: Arc::new(HashPool::new(concurrency)),
             dummy_hash: dummy_hash.into(),
         })
     }
 
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        self.bounded(move || hash_blocking(&password)).await?
+        self.pool.run(move || hash_blocking(&password)).await?
     }
 
     /// Whether `password` matches `hash`; with no hash (unknown user) it does the same work
@@ -52,18 +116,10 @@ impl Passwords {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
         let matches = self
-            .bounded(move || verify_blocking(&password, &hash))
+            .pool
+            .run(move || verify_blocking(&password, &hash))
             .await?;
         Ok(known && matches)
-    }
-
-    async fn bounded<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, PasswordError> {
-        // The semaphore is never closed, so acquiring only waits.
-        let _permit = self.permits.acquire().await;
-        Ok(tokio::task::spawn_blocking(work).await?)
     }
 }
 
