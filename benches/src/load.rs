@@ -111,16 +111,33 @@ async fn connect(addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
     Some(sender)
 }
 
-/// Sends one request and reads the whole answer; `Some(status)` if it came back.
+/// What became of one request.
+enum Exchange {
+    /// The connection was closed before the request went out (a server may close a
+    /// kept-alive connection between requests, as nginx does after `keepalive_requests`):
+    /// reconnect and send it then; not an error.
+    NotSent,
+    /// Sent, but no complete answer came back.
+    Failed,
+    Answered(u16),
+}
+
+/// Sends one request and reads the whole answer.
 async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     request: http::Request<Full<Bytes>>,
-) -> Option<u16> {
-    sender.ready().await.ok()?;
-    let response = sender.send_request(request).await.ok()?;
+) -> Exchange {
+    if sender.ready().await.is_err() {
+        return Exchange::NotSent;
+    }
+    let Ok(response) = sender.send_request(request).await else {
+        return Exchange::Failed;
+    };
     let status = response.status().as_u16();
-    response.into_body().collect().await.ok()?;
-    Some(status)
+    match response.into_body().collect().await {
+        Ok(_) => Exchange::Answered(status),
+        Err(_) => Exchange::Failed,
+    }
 }
 
 /// Whether `GET path` answers 200 right now.
@@ -188,21 +205,30 @@ pub async fn run(
                         break;
                     }
                     tokio::time::sleep_until(due.into()).await;
-                    let outcome = match sender.as_mut() {
-                        Some(s) => exchange(s, spec.build(addr)).await,
-                        None => None,
-                    };
+                    // One reconnect for a connection the server closed while idle; the
+                    // request's latency still counts from when it was due.
+                    let mut outcome = Exchange::NotSent;
+                    for _ in 0..2 {
+                        outcome = match sender.as_mut() {
+                            Some(s) => exchange(s, spec.build(addr)).await,
+                            None => Exchange::NotSent,
+                        };
+                        if !matches!(outcome, Exchange::NotSent) {
+                            break;
+                        }
+                        sender = connect(addr).await;
+                    }
                     match outcome {
-                        Some(status) if (200..300).contains(&status) => {
+                        Exchange::Answered(status) if (200..300).contains(&status) => {
                             let micros = due.elapsed().as_micros().max(1) as u64;
                             let _ = latency.record(micros.min(100_000_000));
                             done += 1;
                         }
-                        Some(_) => {
+                        Exchange::Answered(_) => {
                             done += 1;
                             errors += 1;
                         }
-                        None => {
+                        Exchange::NotSent | Exchange::Failed => {
                             errors += 1;
                             sender = connect(addr).await;
                         }
