@@ -148,7 +148,7 @@ pub async fn probe(addr: SocketAddr, path: &str) -> bool {
     let attempt = exchange(&mut sender, RequestSpec::get(path).build(addr));
     matches!(
         tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Some(200))
+        Ok(Exchange::Answered(200))
     )
 }
 
