@@ -3,6 +3,8 @@
 mod handlers;
 mod middleware;
 mod reply;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 use std::future::Future;
 

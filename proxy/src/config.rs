@@ -7,35 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use shared::config::BackendsConfig;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid config file {path}: {key}: {reason}")]
-    Invalid {
-        path: PathBuf,
-        key: &'static str,
-        reason: String,
-    },
-}
-
-impl ConfigError {
-    /// The key at fault, for the reload-failure log line.
-    pub fn key(&self) -> &str {
-        match self {
-            Self::Invalid { key, .. } => key,
-            Self::Parse { .. } => "(syntax)",
-            Self::Read { .. } => "(file)",
-        }
-    }
-}
+use shared::config::{BackendsConfig, ConfigError};
 
 #[derive(Debug, Clone, Deserialize)]
 struct RawConfig {

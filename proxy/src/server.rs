@@ -10,12 +10,13 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::config::{ConfigError, ProxyConfig};
+use crate::config::ProxyConfig;
 use crate::head_deadline::HeadDeadline;
 use crate::health::HealthChecker;
 use crate::reload::Reloader;
 use crate::service::CanaryProxy;
 use crate::state::ProxyState;
+use shared::config::ConfigError;
 
 /// When set, the cookie-signing secret; else `proxy.cookie_secret_file`.
 pub const COOKIE_SECRET_ENV: &str = "CANARY_COOKIE_SECRET";

@@ -26,6 +26,17 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The key at fault, for log fields (`(syntax)` or `(file)` when it is not one key).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Invalid { key, .. } => key,
+            Self::Parse { .. } => "(syntax)",
+            Self::Read { .. } => "(file)",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Config {
     /// The file this was loaded from; relative paths inside it are resolved against its folder.

@@ -2,23 +2,16 @@
 //! answers must be equal once tokens, generation ids and timestamps are normalised.
 
 use serde_json::{Value, json};
+use shared::routes;
 use shared::testing::client::{Answer, client, demo_token, post_json, send};
 use shared::testing::{TestEnv, TestServer, forge};
-use shared::{BackendName, Service, routes};
-
-async fn start_legacy(env: &TestEnv) -> TestServer {
-    let service = Service::new(env.config.clone(), BackendName::Legacy).expect("service starts");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let server = legacy_backend::spawn(listener, service, false).expect("server starts");
-    let handle = server.handle();
-    tokio::spawn(server);
-    TestServer::new(addr, move || drop(handle.stop(false)))
-}
 
 /// Both backends on one environment, as deployed: one SQLite file, one secret.
 async fn both(env: &TestEnv) -> (TestServer, TestServer) {
-    (start_legacy(env).await, crate::start(env).await)
+    (
+        legacy_backend::testing::start(env).await,
+        new_backend::testing::start(env).await,
+    )
 }
 
 /// One request of the corpus; `{token}` in a header or body stands for a valid token.

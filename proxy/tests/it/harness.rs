@@ -9,33 +9,10 @@ use std::time::{Duration, Instant};
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use proxy::state::ProxyState;
 use shared::testing::{TestEnv, TestServer};
-use shared::{BackendName, Service};
 use tokio::sync::Notify;
 
-pub async fn start_legacy(env: &TestEnv) -> TestServer {
-    let service = Service::new(env.config.clone(), BackendName::Legacy).expect("service starts");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let server = legacy_backend::spawn(listener, service, false).expect("server starts");
-    let handle = server.handle();
-    tokio::spawn(server);
-    TestServer::new(addr, move || drop(handle.stop(false)))
-}
-
-pub async fn start_new(env: &TestEnv) -> TestServer {
-    let service = Service::new(env.config.clone(), BackendName::New).expect("service starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(new_backend::serve(listener, service, async {
-        let _ = stopped.await;
-    }));
-    TestServer::new(addr, move || {
-        let _ = stop.send(());
-    })
-}
+pub use legacy_backend::testing::start as start_legacy;
+pub use new_backend::testing::start as start_new;
 
 /// A port nobody listens on right now (Pingora binds by address, so the test picks one).
 pub fn free_port() -> u16 {
