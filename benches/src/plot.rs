@@ -39,11 +39,6 @@ pub fn latency_svg(m: &Measurements, path: &Path) -> Result<(), Box<dyn std::err
             .flat_map(|(_, v)| v.iter().copied())
             .filter(|v| v.is_finite())
             .fold(0.01f64, f64::max);
-        let min = lines
-            .iter()
-            .flat_map(|(_, v)| v.iter().copied())
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .fold(max, f64::min);
         let mut chart = ChartBuilder::on(panel)
             .caption(
                 format!("{} (closed loop)", endpoint.path()),
@@ -52,7 +47,8 @@ pub fn latency_svg(m: &Measurements, path: &Path) -> Result<(), Box<dyn std::err
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..3f64, ((min * 0.8).max(0.001)..max * 1.25).log_scale())?;
+            // Linear from zero: every panel gets labelled ticks, and ratios read as distances.
+            .build_cartesian_2d(0f64..3f64, 0f64..max * 1.15)?;
         chart
             .configure_mesh()
             .x_labels(4)
@@ -63,7 +59,7 @@ pub fn latency_svg(m: &Measurements, path: &Path) -> Result<(), Box<dyn std::err
                     .unwrap_or("")
                     .to_owned()
             })
-            .y_desc("latency (ms, log)")
+            .y_desc("latency (ms)")
             .draw()?;
         for (i, (name, values)) in lines.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
