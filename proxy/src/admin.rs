@@ -8,6 +8,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::routing::Side;
+use crate::service::json_error;
 use crate::state::ProxyState;
 
 pub struct AdminApp {
@@ -67,8 +68,7 @@ impl ServeHttp for AdminApp {
             return response(
                 405,
                 "application/json",
-                br#"{"error":{"code":"METHOD_NOT_ALLOWED","message":"method not allowed"}}"#
-                    .to_vec(),
+                json_error("METHOD_NOT_ALLOWED", "method not allowed").to_vec(),
             );
         }
         match header.uri.path() {
@@ -95,7 +95,7 @@ impl ServeHttp for AdminApp {
             _ => response(
                 404,
                 "application/json",
-                br#"{"error":{"code":"NOT_FOUND","message":"no such route"}}"#.to_vec(),
+                json_error("NOT_FOUND", "no such route").to_vec(),
             ),
         }
     }

@@ -12,6 +12,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
+use shared::error::{ErrorBody, ErrorEnvelope};
 
 use crate::metrics::Route;
 use crate::routing::{self, RouteInput, Side};
@@ -60,34 +61,54 @@ fn connection_listed(headers: &http::HeaderMap) -> Vec<String> {
         .collect()
 }
 
-fn json_error(code: &str, message: &str) -> Bytes {
-    Bytes::from(serde_json::json!({"error": {"code": code, "message": message}}).to_string())
+/// A body in the contract's error shape, serialised by the type `shared` owns.
+pub(crate) fn json_error(code: &'static str, message: &str) -> Bytes {
+    let body = ErrorEnvelope {
+        error: ErrorBody {
+            code,
+            message: message.to_owned(),
+            details: None,
+        },
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Answers from the proxy itself, in the contract's error shape, and closes the connection.
+async fn write_error(
+    session: &mut Session,
+    request_id: &str,
+    status: u16,
+    code: &'static str,
+    message: &str,
+    extra: Option<(&'static str, &str)>,
+) -> Result<()> {
+    let body = json_error(code, message);
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("x-request-id", request_id)?;
+    if let Some((name, value)) = extra {
+        header.insert_header(name, value)?;
+    }
+    session.set_keepalive(None);
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
 }
 
 impl CanaryProxy {
-    /// Answers from the edge in the contract's error shape.
+    /// Refuses at the edge: answers, then tells Pingora the request is done.
     async fn refuse(
         &self,
         session: &mut Session,
         ctx: &RequestCtx,
         status: u16,
-        code: &str,
+        code: &'static str,
         message: &str,
         extra: Option<(&'static str, &str)>,
     ) -> Result<bool> {
-        let body = json_error(code, message);
-        let mut header = ResponseHeader::build(status, Some(4))?;
-        header.insert_header("content-type", "application/json")?;
-        header.insert_header("content-length", body.len().to_string())?;
-        header.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some((name, value)) = extra {
-            header.insert_header(name, value)?;
-        }
-        session.set_keepalive(None);
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await?;
+        write_error(session, &ctx.request_id, status, code, message, extra).await?;
         Ok(true)
     }
 
@@ -462,22 +483,9 @@ impl ProxyHttp for CanaryProxy {
                 .metrics
                 .upstream_error(side, &format!("{:?}", e.etype()).to_lowercase());
         }
-        let writable = status > 0 && session.response_written().is_none();
-        if writable {
-            let body = json_error(code, message);
-            if let Ok(mut header) = ResponseHeader::build(status, Some(3)) {
-                let _ = header.insert_header("content-type", "application/json");
-                let _ = header.insert_header("content-length", body.len().to_string());
-                let _ = header.insert_header("x-request-id", ctx.request_id.as_str());
-                session.set_keepalive(None);
-                if session
-                    .write_response_header(Box::new(header), false)
-                    .await
-                    .is_ok()
-                {
-                    let _ = session.write_response_body(Some(body), true).await;
-                }
-            }
+        if status > 0 && session.response_written().is_none() {
+            // The client may be gone already; there is nobody left to tell.
+            let _ = write_error(session, &ctx.request_id, status, code, message, None).await;
         }
         FailToProxy {
             error_code: status,

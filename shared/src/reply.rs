@@ -55,13 +55,6 @@ impl Reply {
         self.headers.extend(headers);
         self
     }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// One server-sent event, `event: NAME\ndata: JSON\n\n`.

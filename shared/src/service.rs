@@ -149,10 +149,6 @@ impl Service {
         })
     }
 
-    pub fn backend(&self) -> BackendName {
-        self.inner.backend
-    }
-
     pub fn config(&self) -> &Config {
         &self.inner.config
     }

@@ -102,10 +102,6 @@ impl Passwords {
         })
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        self.pool.run(move || hash_blocking(&password)).await?
-    }
-
     /// Whether `password` matches `hash`; with no hash (unknown user) it does the same work
     /// against a dummy and answers false.
     pub async fn verify(
