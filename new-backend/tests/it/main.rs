@@ -2,6 +2,7 @@
 //! against the legacy backend.
 
 mod differential;
+mod shutdown;
 
 mod contract {
     shared::contract_tests!(new_backend::testing::start);

@@ -1,3 +1,4 @@
 //! Integration tests of the shared crate.
 
 mod anthropic;
+mod users_cli;
