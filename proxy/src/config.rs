@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::config::{BackendsConfig, ConfigError};
 use serde::Deserialize;
-use shared::config::{BackendsConfig, ConfigError};
 
 #[derive(Debug, Clone, Deserialize)]
 struct RawConfig {

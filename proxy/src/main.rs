@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use shared::telemetry::LogFormat;
+use common::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(about = "The canary edge proxy in front of the legacy and new backends")]
@@ -24,7 +24,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    shared::telemetry::init(args.log_format);
+    common::telemetry::init(args.log_format);
     let proxy = proxy::server::build(&args.config).context("cannot start the proxy")?;
     proxy.run(Box::new(proxy::server::TermOrInt));
     Ok(())

@@ -22,7 +22,7 @@ pub const NO_BACKEND: &str = "none";
 
 /// The bounded set of `route` labels: the contract's routes, `/`, then `other`.
 const ROUTES: [&str; 8] = {
-    use shared::routes::*;
+    use common::routes::*;
     [
         LOGIN,
         VERIFY,
@@ -31,7 +31,7 @@ const ROUTES: [&str; 8] = {
         METRICS,
         OPENAPI,
         "/",
-        shared::metrics::OTHER_ROUTE,
+        common::routes::OTHER_ROUTE,
     ]
 };
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];

@@ -16,7 +16,7 @@ use crate::health::HealthChecker;
 use crate::reload::Reloader;
 use crate::service::CanaryProxy;
 use crate::state::ProxyState;
-use shared::config::ConfigError;
+use common::config::ConfigError;
 
 /// When set, the cookie-signing secret; else `proxy.cookie_secret_file`.
 pub const COOKIE_SECRET_ENV: &str = "CANARY_COOKIE_SECRET";
@@ -26,7 +26,7 @@ pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cookie secret: {0}")]
-    Secret(#[from] shared::auth::secret::SecretError),
+    Secret(#[from] common::secret::SecretError),
 }
 
 /// A server ready to `run`, and the state its services share (for tests and the admin).
@@ -37,10 +37,8 @@ pub struct Proxy {
 
 pub fn build(config_path: &Path) -> Result<Proxy, StartupError> {
     let config = ProxyConfig::load(config_path)?;
-    let secret = shared::auth::secret::load_or_create(
-        COOKIE_SECRET_ENV,
-        &config.startup.cookie_secret_file,
-    )?;
+    let secret =
+        common::secret::load_or_create(COOKIE_SECRET_ENV, &config.startup.cookie_secret_file)?;
     let startup = config.startup.clone();
     let state = ProxyState::new(PathBuf::from(config_path), config, &secret);
 

@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use common::envelope::{ErrorBody, ErrorEnvelope};
 use pingora::ErrorType;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use shared::error::{ErrorBody, ErrorEnvelope};
 
 use crate::metrics::Route;
 use crate::routing::{self, RouteInput, Side};
@@ -166,8 +166,9 @@ impl ProxyHttp for CanaryProxy {
         let live = &generation.settings;
         let header = session.req_header();
         ctx.route = Route::of(header.uri.path());
-        ctx.request_id =
-            shared::request::request_id(header.headers.get("x-request-id").map(|v| v.as_bytes()));
+        ctx.request_id = common::request_id::request_id(
+            header.headers.get("x-request-id").map(|v| v.as_bytes()),
+        );
 
         if header_bytes(header) > live.max_header_bytes {
             self.state.metrics.edge_refusal("header_too_large");

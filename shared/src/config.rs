@@ -3,39 +3,12 @@
 //! The backends read the sections they own and ignore the rest (`[proxy]`, `[routing]`,
 //! `[health_check]` belong to the proxy), while a typo inside a section they own is refused.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// What went wrong loading the config; every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid config file {path}: {key}: {reason}")]
-    Invalid {
-        path: PathBuf,
-        key: &'static str,
-        reason: String,
-    },
-}
-
-impl ConfigError {
-    /// The key at fault, for log fields (`(syntax)` or `(file)` when it is not one key).
-    pub fn key(&self) -> &str {
-        match self {
-            Self::Invalid { key, .. } => key,
-            Self::Parse { .. } => "(syntax)",
-            Self::Read { .. } => "(file)",
-        }
-    }
-}
+use common::config::resolve;
+pub use common::config::{BackendConfig, BackendsConfig, ConfigError};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Config {
@@ -54,43 +27,6 @@ pub struct Config {
     pub generate: GenerateConfig,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendsConfig {
-    #[serde(default = "BackendConfig::legacy_default")]
-    pub legacy: BackendConfig,
-    #[serde(default = "BackendConfig::new_default")]
-    pub new: BackendConfig,
-}
-
-impl Default for BackendsConfig {
-    fn default() -> Self {
-        Self {
-            legacy: BackendConfig::legacy_default(),
-            new: BackendConfig::new_default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendConfig {
-    pub listen: SocketAddr,
-}
-
-impl BackendConfig {
-    fn legacy_default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
-        }
-    }
-    fn new_default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,19 +201,12 @@ impl Default for TokenBucketConfig {
 impl Config {
     /// Reads, parses and validates `path`, resolving relative paths against its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&common::config::read(path)?, path)
     }
 
     /// Parses `text` as if it were the file at `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
-            path: path.to_owned(),
-            message: error.to_string().trim_end().to_owned(),
-        })?;
+        let mut config: Config = common::config::parse(text, path)?;
         config.source = Some(path.to_owned());
         config.validate(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -370,14 +299,6 @@ impl Config {
                 .max(1),
             n => n,
         }
-    }
-}
-
-fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
     }
 }
 

@@ -1,25 +1,8 @@
 //! The one error type of the API and its one mapping to status, code, headers and JSON body.
 
-use serde::Serialize;
-use utoipa::ToSchema;
+pub use common::envelope::{ErrorBody, ErrorEnvelope, FieldError};
 
 use crate::reply::Reply;
-
-/// A field that failed validation, as reported in `details`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Why a bearer token was refused; each kind has its own code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,23 +51,6 @@ fn join_details(details: &[FieldError]) -> String {
         .map(|d| format!("{}: {}", d.field, d.message))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// The `error` object of every error body.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A stable, machine-readable code such as `VALIDATION_ERROR`.
-    pub code: &'static str,
-    pub message: String,
-    /// Present only for `VALIDATION_ERROR`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Vec<FieldError>>,
-}
-
-/// `{"error": {...}}`: the shape of every error answer.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorEnvelope {
-    pub error: ErrorBody,
 }
 
 impl ApiError {

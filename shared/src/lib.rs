@@ -13,13 +13,12 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod reply;
 pub mod request;
-pub mod routes;
 pub mod service;
-pub mod telemetry;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
+pub use common::{routes, telemetry};
 pub use config::Config;
 pub use error::ApiError;
 pub use reply::{Reply, ReplyBody};

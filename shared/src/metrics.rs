@@ -4,8 +4,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-/// The route label of a request that matched no route, so the label set stays bounded.
-pub const OTHER_ROUTE: &str = "other";
+pub use common::routes::OTHER_ROUTE;
 
 pub struct Metrics {
     registry: Registry,

@@ -5,6 +5,8 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 
+pub use common::request_id::request_id;
+
 use crate::error::{ApiError, TokenErrorKind};
 
 /// What a handler extracts from its framework's request and hands to `Service`.
@@ -12,23 +14,6 @@ pub struct Incoming<'a, B> {
     pub authorization: Option<&'a [u8]>,
     pub content_type: Option<&'a [u8]>,
     pub body: B,
-}
-
-/// The longest `x-request-id` kept from a client; longer or odd ones are replaced.
-const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// The client's `x-request-id` if it is sane, else a fresh one.
-pub fn request_id(header: Option<&[u8]>) -> String {
-    match header {
-        Some(value)
-            if !value.is_empty()
-                && value.len() <= MAX_REQUEST_ID_LEN
-                && value.iter().all(|b| b.is_ascii_graphic()) =>
-        {
-            String::from_utf8_lossy(value).into_owned()
-        }
-        _ => uuid::Uuid::new_v4().simple().to_string(),
-    }
 }
 
 /// The token of an `authorization: Bearer …` header (scheme matched case-insensitively).

@@ -1,7 +1,8 @@
 //! Users, passwords, tokens and login throttling.
 
 pub mod passwords;
-pub mod secret;
 pub mod throttle;
 pub mod tokens;
 pub mod users;
+
+pub use common::secret;

@@ -13,3 +13,6 @@ pub const OPENAPI: &str = "/openapi.json";
 pub const ALLOW_POST: &str = "POST";
 /// The `allow` header of a 405 on a GET route; HEAD is answered wherever GET is.
 pub const ALLOW_GET: &str = "GET, HEAD";
+
+/// The route label of a request that matched no route, so the label set stays bounded.
+pub const OTHER_ROUTE: &str = "other";
