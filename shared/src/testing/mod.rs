@@ -84,3 +84,23 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// Polls `check` every 20 ms until it yields a value, and returns it; fails the test, naming
+/// `what`, once `limit` has passed. The one way tests wait for something to become true.
+pub async fn eventually<T>(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened within {limit:?}: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
