@@ -34,7 +34,7 @@ impl AdminApp {
             "generation": generation.number,
             "loadedAt": generation.loaded_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             "configPath": state.config_path.display().to_string(),
-            "newPercent": f64::from(generation.settings.new_basis_points) / 100.0,
+            "newPercent": generation.settings.routing.new_percent.as_percent(),
             "backends": {"legacy": backend(Side::Legacy), "new": backend(Side::New)},
             "counts": {
                 "requests": {"legacy": legacy, "new": new, "none": none},

@@ -1,49 +1,79 @@
 //! The proxy's part of `config.toml`: `[proxy]`, `[routing]`, `[health_check]` and the
-//! backends' addresses. Raw serde structs are validated into `ProxyConfig`; every refusal
-//! names the key. Sections that belong to the backends are ignored.
+//! backends' addresses, as serde structs whose field types do the checking (see
+//! `common::config::value`); every refusal names the key. Sections the proxy does not own
+//! are ignored, whatever their names, so a backend's new section never breaks the proxy.
+//!
+//! Adding a key is one field with its type, its default and a doc comment; adding a section
+//! is one field of `ProxyConfig`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use common::config::value::{Bounded, Millis, OptionalHeaderName, Seconds};
 use common::config::{BackendsConfig, ConfigError};
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-#[derive(Debug, Clone, Deserialize)]
-struct RawConfig {
+/// Everything the proxy reads from `config.toml`. A reload swaps a whole new one in; the
+/// few keys that need a restart are gathered by `startup`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProxyConfig {
     #[serde(default)]
-    backends: BackendsConfig,
+    pub backends: BackendsConfig,
     #[serde(default)]
-    proxy: ProxySection,
+    pub routing: RoutingSection,
     #[serde(default)]
-    routing: RoutingSection,
+    pub proxy: ProxySection,
     #[serde(default)]
-    health_check: HealthCheckConfig,
+    pub health_check: HealthCheckSection,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `[routing]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct ProxySection {
-    listen: SocketAddr,
-    admin_listen: SocketAddr,
-    threads: usize,
-    cookie_name: String,
-    cookie_max_age_seconds: u64,
-    cookie_secure: bool,
-    cookie_secret_file: PathBuf,
-    /// Empty switches the override header off.
-    override_header: String,
-    served_by_header: bool,
+pub struct RoutingSection {
+    /// Share of users sent to the new backend, 0 to 100 in steps of 0.01.
+    pub new_percent: Percent,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// The public endpoint. Restart to change.
+    pub listen: SocketAddr,
+    /// `/metrics`, `/admin/status`, the dashboard. Restart to change.
+    pub admin_listen: SocketAddr,
+    /// Worker threads. Restart to change.
+    pub threads: NonZeroUsize,
+    pub cookie_name: CookieName,
+    pub cookie_max_age_seconds: u64,
+    /// Set behind TLS.
+    pub cookie_secure: bool,
+    /// Read when `CANARY_COOKIE_SECRET` is unset; created on first start. Restart to change.
+    pub cookie_secret_file: PathBuf,
+    /// `new` or `legacy` in this header forces a side for one request; `""` switches it off.
+    pub override_header: OptionalHeaderName,
+    /// `x-served-by: legacy|new` on every proxied answer.
+    pub served_by_header: bool,
     /// Peers whose `x-forwarded-for` / `x-forwarded-proto` are kept (appended to).
-    trusted_proxies: Vec<IpAddr>,
-    max_header_bytes: usize,
-    max_body_bytes: usize,
-    max_requests_per_client: u32,
-    request_head_timeout_ms: u64,
-    connect_timeout_ms: u64,
-    read_timeout_ms: u64,
-    total_timeout_ms: u64,
-    shutdown_grace_seconds: u64,
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Larger request heads get 431.
+    pub max_header_bytes: Bounded<1024>,
+    /// Larger request bodies get 413 at the edge.
+    pub max_body_bytes: Bounded<1024>,
+    /// Requests one client address may have in flight at once; more get 429.
+    pub max_requests_per_client: NonZeroU32,
+    /// The whole request head must arrive within this.
+    pub request_head_timeout_ms: Millis<100>,
+    pub connect_timeout_ms: Millis<10>,
+    /// Between two reads from a backend.
+    pub read_timeout_ms: Millis<10>,
+    /// A whole exchange, streams included; at least `connect_timeout_ms`.
+    pub total_timeout_ms: Millis,
+    /// How long SIGTERM/SIGINT wait for in-flight requests. Restart to change.
+    pub shutdown_grace_seconds: Seconds,
 }
 
 impl Default for ProxySection {
@@ -51,258 +81,200 @@ impl Default for ProxySection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
-            threads: 2,
-            cookie_name: "canary_bucket".into(),
+            threads: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+            cookie_name: CookieName::of("canary_bucket"),
             cookie_max_age_seconds: 30 * 24 * 3600,
             cookie_secure: false,
             cookie_secret_file: PathBuf::from("data/cookie.secret"),
-            override_header: "x-canary".into(),
+            override_header: OptionalHeaderName::of("x-canary"),
             served_by_header: true,
             trusted_proxies: Vec::new(),
-            max_header_bytes: 32 * 1024,
-            max_body_bytes: 1024 * 1024,
-            max_requests_per_client: 512,
-            request_head_timeout_ms: 10_000,
-            connect_timeout_ms: 1_000,
-            read_timeout_ms: 60_000,
-            total_timeout_ms: 300_000,
-            shutdown_grace_seconds: 10,
+            max_header_bytes: Bounded::of(32 * 1024),
+            max_body_bytes: Bounded::of(1024 * 1024),
+            max_requests_per_client: NonZeroU32::new(512).unwrap_or(NonZeroU32::MIN),
+            request_head_timeout_ms: Millis::of(10_000),
+            connect_timeout_ms: Millis::of(1_000),
+            read_timeout_ms: Millis::of(60_000),
+            total_timeout_ms: Millis::of(300_000),
+            shutdown_grace_seconds: Seconds::of(10),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+/// `[health_check]`: active probes of each backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct RoutingSection {
-    /// Share of users sent to the new backend, 0 to 100.
-    new_percent: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthCheckConfig {
+pub struct HealthCheckSection {
+    /// Probed with GET; must start with `/`.
     pub path: String,
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
+    pub interval_ms: Millis<50>,
+    pub timeout_ms: Millis<10>,
     /// Consecutive failures before a backend is marked down.
-    pub unhealthy_threshold: u32,
+    pub unhealthy_threshold: NonZeroU32,
     /// Consecutive successes before a down backend is marked up again.
-    pub healthy_threshold: u32,
+    pub healthy_threshold: NonZeroU32,
 }
 
-impl Default for HealthCheckConfig {
+impl Default for HealthCheckSection {
     fn default() -> Self {
         Self {
             path: "/health".into(),
-            interval_ms: 1_000,
-            timeout_ms: 500,
-            unhealthy_threshold: 2,
-            healthy_threshold: 2,
+            interval_ms: Millis::of(1_000),
+            timeout_ms: Millis::of(500),
+            unhealthy_threshold: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
+            healthy_threshold: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
         }
     }
 }
 
-/// Settings read once at start; a change needs a restart.
+/// The keys read once at start; a change needs a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartupSettings {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
-    pub threads: usize,
+    pub threads: NonZeroUsize,
     pub cookie_secret_file: PathBuf,
-    pub shutdown_grace_seconds: u64,
-}
-
-/// Settings a reload swaps in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveSettings {
-    /// `routing.new_percent` in hundredths of a percent, 0 to 10,000.
-    pub new_basis_points: u32,
-    pub legacy: SocketAddr,
-    pub new: SocketAddr,
-    pub cookie_name: String,
-    pub cookie_max_age_seconds: u64,
-    pub cookie_secure: bool,
-    /// Lowercased; `None` when switched off.
-    pub override_header: Option<String>,
-    pub served_by_header: bool,
-    pub trusted_proxies: Vec<IpAddr>,
-    pub max_header_bytes: usize,
-    pub max_body_bytes: usize,
-    pub max_requests_per_client: u32,
-    pub request_head_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub total_timeout: Duration,
-    pub health_check: HealthCheckConfig,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProxyConfig {
-    pub startup: StartupSettings,
-    pub live: LiveSettings,
+    pub shutdown_grace_seconds: Seconds,
 }
 
 impl ProxyConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&common::config::read(path)?, path)
     }
 
+    /// Parses `text` as if it were the file at `path`; relative paths are resolved against
+    /// its folder.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            reason: reason.to_owned(),
-        };
-        let p = &raw.proxy;
-        let percent = raw.routing.new_percent;
+        let mut config: Self = common::config::parse(text, path)?;
+        config.validate(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.proxy.cookie_secret_file =
+            common::config::resolve(base, &config.proxy.cookie_secret_file);
+        Ok(config)
+    }
+
+    /// What one key's type cannot check alone.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| Err(ConfigError::invalid(path, key, reason));
+        let (legacy, new) = (self.backends.legacy.listen, self.backends.new.listen);
+        if legacy == new {
+            return invalid(
+                "backends.new.listen",
+                "must differ from backends.legacy.listen",
+            );
+        }
+        for (key, addr) in [
+            ("backends.legacy.listen", legacy),
+            ("backends.new.listen", new),
+        ] {
+            if addr.port() == 0 {
+                return invalid(key, "needs a port");
+            }
+        }
+        if self.proxy.total_timeout_ms.get() < self.proxy.connect_timeout_ms.get() {
+            return invalid(
+                "proxy.total_timeout_ms",
+                "must be at least proxy.connect_timeout_ms",
+            );
+        }
+        if !self.health_check.path.starts_with('/') {
+            return invalid("health_check.path", "must start with /");
+        }
+        Ok(())
+    }
+
+    pub fn startup(&self) -> StartupSettings {
+        StartupSettings {
+            listen: self.proxy.listen,
+            admin_listen: self.proxy.admin_listen,
+            threads: self.proxy.threads,
+            cookie_secret_file: self.proxy.cookie_secret_file.clone(),
+            shutdown_grace_seconds: self.proxy.shutdown_grace_seconds,
+        }
+    }
+
+    /// `routing.new_percent` in hundredths of a percent, 0 to 10,000.
+    pub fn new_basis_points(&self) -> u32 {
+        self.routing.new_percent.basis_points()
+    }
+}
+
+/// A share from 0 to 100 % with at most two decimals, held exactly as basis points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Percent(u32);
+
+impl Percent {
+    pub fn from_percent(percent: f64) -> Result<Self, &'static str> {
         if !(0.0..=100.0).contains(&percent) {
-            return Err(invalid("routing.new_percent", "must be between 0 and 100"));
+            return Err("must be between 0 and 100");
         }
         let basis_points = percent * 100.0;
         if (basis_points - basis_points.round()).abs() > 1e-6 {
-            return Err(invalid(
-                "routing.new_percent",
-                "must have at most two decimals (0.01 % resolution)",
-            ));
+            return Err("must have at most two decimals (0.01 % resolution)");
         }
-        let checks: [(bool, &'static str, &str); 14] = [
-            (p.threads >= 1, "proxy.threads", "must be at least 1"),
-            (
-                is_cookie_name(&p.cookie_name),
-                "proxy.cookie_name",
-                "must be a non-empty cookie token",
-            ),
-            (
-                p.override_header.is_empty() || is_header_name(&p.override_header),
-                "proxy.override_header",
-                "must be a header name, or empty to switch it off",
-            ),
-            (
-                p.max_header_bytes >= 1024,
-                "proxy.max_header_bytes",
-                "must be at least 1024",
-            ),
-            (
-                p.max_body_bytes >= 1024,
-                "proxy.max_body_bytes",
-                "must be at least 1024",
-            ),
-            (
-                p.max_requests_per_client >= 1,
-                "proxy.max_requests_per_client",
-                "must be at least 1",
-            ),
-            (
-                p.request_head_timeout_ms >= 100,
-                "proxy.request_head_timeout_ms",
-                "must be at least 100",
-            ),
-            (
-                p.connect_timeout_ms >= 10,
-                "proxy.connect_timeout_ms",
-                "must be at least 10",
-            ),
-            (
-                p.read_timeout_ms >= 10,
-                "proxy.read_timeout_ms",
-                "must be at least 10",
-            ),
-            (
-                p.total_timeout_ms >= p.connect_timeout_ms,
-                "proxy.total_timeout_ms",
-                "must be at least proxy.connect_timeout_ms",
-            ),
-            (
-                raw.health_check.path.starts_with('/'),
-                "health_check.path",
-                "must start with /",
-            ),
-            (
-                raw.health_check.interval_ms >= 50,
-                "health_check.interval_ms",
-                "must be at least 50",
-            ),
-            (
-                raw.health_check.timeout_ms >= 10,
-                "health_check.timeout_ms",
-                "must be at least 10",
-            ),
-            (
-                raw.health_check.unhealthy_threshold >= 1
-                    && raw.health_check.healthy_threshold >= 1,
-                "health_check.unhealthy_threshold",
-                "thresholds must be at least 1",
-            ),
-        ];
-        if let Some((_, key, reason)) = checks.into_iter().find(|(ok, _, _)| !ok) {
-            return Err(invalid(key, reason));
-        }
-        if raw.backends.legacy.listen == raw.backends.new.listen {
-            return Err(invalid(
-                "backends.new.listen",
-                "must differ from backends.legacy.listen",
-            ));
-        }
-        if raw.backends.legacy.listen.port() == 0 || raw.backends.new.listen.port() == 0 {
-            return Err(invalid("backends.*.listen", "needs a port"));
-        }
-        let base = path.parent().unwrap_or(Path::new("."));
-        let cookie_secret_file = if p.cookie_secret_file.is_absolute() {
-            p.cookie_secret_file.clone()
-        } else {
-            base.join(&p.cookie_secret_file)
-        };
-        let ms = Duration::from_millis;
-        Ok(Self {
-            startup: StartupSettings {
-                listen: p.listen,
-                admin_listen: p.admin_listen,
-                threads: p.threads,
-                cookie_secret_file,
-                shutdown_grace_seconds: p.shutdown_grace_seconds,
-            },
-            live: LiveSettings {
-                new_basis_points: basis_points.round() as u32,
-                legacy: raw.backends.legacy.listen,
-                new: raw.backends.new.listen,
-                cookie_name: p.cookie_name.clone(),
-                cookie_max_age_seconds: p.cookie_max_age_seconds,
-                cookie_secure: p.cookie_secure,
-                override_header: (!p.override_header.is_empty())
-                    .then(|| p.override_header.to_ascii_lowercase()),
-                served_by_header: p.served_by_header,
-                trusted_proxies: p.trusted_proxies.clone(),
-                max_header_bytes: p.max_header_bytes,
-                max_body_bytes: p.max_body_bytes,
-                max_requests_per_client: p.max_requests_per_client,
-                request_head_timeout: ms(p.request_head_timeout_ms),
-                connect_timeout: ms(p.connect_timeout_ms),
-                read_timeout: ms(p.read_timeout_ms),
-                total_timeout: ms(p.total_timeout_ms),
-                health_check: raw.health_check.clone(),
-            },
-        })
+        Ok(Self(basis_points.round() as u32))
+    }
+
+    /// Hundredths of a percent, 0 to 10,000.
+    pub fn basis_points(self) -> u32 {
+        self.0
+    }
+
+    pub fn as_percent(self) -> f64 {
+        f64::from(self.0) / 100.0
     }
 }
 
-fn is_cookie_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::from_percent(f64::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
 }
 
-/// Header names and cookie names share RFC 9110's `token` grammar.
-fn is_header_name(name: &str) -> bool {
-    is_cookie_name(name)
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.as_percent())
+    }
+}
+
+/// A cookie name: RFC 6265's `token`, which is RFC 9110's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieName(String);
+
+impl CookieName {
+    fn is_token(name: &str) -> bool {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+
+    /// For defaults and tests; an invalid name is a bug in the code.
+    pub fn of(name: &str) -> Self {
+        assert!(Self::is_token(name), "invalid cookie name {name:?}");
+        Self(name.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for CookieName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if Self::is_token(&name) {
+            Ok(Self(name))
+        } else {
+            Err(D::Error::custom("must be a non-empty cookie token"))
+        }
+    }
+}
+
+impl Serialize for CookieName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
 }
 
 #[cfg(test)]
@@ -316,23 +288,32 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_backend_sections_are_ignored() {
         let config = parse("[auth]\nissuer = \"x\"\n[database]\npath = \"y\"\n").unwrap();
-        assert_eq!(config.live.new_basis_points, 0);
-        assert_eq!(config.live.override_header.as_deref(), Some("x-canary"));
+        assert_eq!(config.new_basis_points(), 0);
         assert_eq!(
-            config.startup.cookie_secret_file,
+            config.proxy.override_header.get().map(|h| h.as_str()),
+            Some("x-canary")
+        );
+        assert_eq!(
+            config.proxy.cookie_secret_file,
             PathBuf::from("/srv/data/cookie.secret")
         );
     }
 
     #[test]
+    fn sections_of_other_binaries_are_ignored_whatever_their_names() {
+        let text = "[server]\nbody_limit_bytes = 1\n[store]\nkind = \"redis\"\n\
+                    [rate_limit.generate]\ncapacity = 0\n[some_future_section.nested]\nx = [1, 2]\n";
+        assert_eq!(parse(text).unwrap().new_basis_points(), 0);
+    }
+
+    #[test]
     fn percentages_keep_hundredths() {
         let config = parse("[routing]\nnew_percent = 12.34\n").unwrap();
-        assert_eq!(config.live.new_basis_points, 1234);
+        assert_eq!(config.new_basis_points(), 1234);
         assert_eq!(
             parse("[routing]\nnew_percent = 100\n")
                 .unwrap()
-                .live
-                .new_basis_points,
+                .new_basis_points(),
             10_000
         );
     }
@@ -343,13 +324,39 @@ mod tests {
             ("[routing]\nnew_percent = 150\n", "routing.new_percent"),
             ("[routing]\nnew_percent = -1\n", "routing.new_percent"),
             ("[routing]\nnew_percent = 0.001\n", "routing.new_percent"),
-            ("[routing]\nnew_percent = \"ten\"\n", "new_percent"),
+            ("[routing]\nnew_percent = \"ten\"\n", "routing.new_percent"),
             ("[backends.canary]\nlisten = \"127.0.0.1:1\"\n", "canary"),
-            ("[backends.new]\nlisten = \"not an address\"\n", "listen"),
+            (
+                "[backends.new]\nlisten = \"not an address\"\n",
+                "backends.new.listen",
+            ),
             ("[proxy]\ncookie_name = \"a b\"\n", "proxy.cookie_name"),
+            ("[proxy]\nthreads = 0\n", "proxy.threads"),
+            ("[proxy]\nmax_body_bytes = 10\n", "proxy.max_body_bytes"),
+            (
+                "[proxy]\noverride_header = \"a b\"\n",
+                "proxy.override_header",
+            ),
+            (
+                "[proxy]\ntrusted_proxies = [\"nope\"]\n",
+                "proxy.trusted_proxies",
+            ),
+            (
+                "[proxy]\nconnect_timeout_ms = 500\ntotal_timeout_ms = 100\n",
+                "proxy.total_timeout_ms",
+            ),
             (
                 "[health_check]\ninterval_ms = 1\n",
                 "health_check.interval_ms",
+            ),
+            ("[health_check]\npath = \"health\"\n", "health_check.path"),
+            (
+                "[health_check]\nhealthy_threshold = 0\n",
+                "health_check.healthy_threshold",
+            ),
+            (
+                "[backends.legacy]\nlisten = \"127.0.0.1:5\"\n[backends.new]\nlisten = \"127.0.0.1:5\"\n",
+                "backends.new.listen",
             ),
             ("[routing\nnew_percent = 5", "TOML parse error"),
         ] {
@@ -361,6 +368,22 @@ mod tests {
     #[test]
     fn the_override_header_can_be_switched_off() {
         let config = parse("[proxy]\noverride_header = \"\"\n").unwrap();
-        assert_eq!(config.live.override_header, None);
+        assert_eq!(config.proxy.override_header.get(), None);
+    }
+
+    #[test]
+    fn a_config_written_from_the_structs_reads_back_the_same() {
+        let mut config = ProxyConfig::default();
+        config.routing.new_percent = Percent::from_percent(12.5).unwrap();
+        config.proxy.override_header = OptionalHeaderName::off();
+        config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(parse(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
+        ProxyConfig::load(&path).unwrap();
     }
 }

@@ -46,7 +46,14 @@ where
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let deadline = self.state.live.load().settings.request_head_timeout;
+        let deadline = self
+            .state
+            .live
+            .load()
+            .settings
+            .proxy
+            .request_head_timeout_ms
+            .get();
         let head_read = Arc::new(Notify::new());
         session.set_connection_user_context(Some(Box::new(HeadRead(Arc::clone(&head_read)))));
         let work = self.inner.process_new_http(session, shutdown);

@@ -44,7 +44,7 @@ impl BackgroundService for HealthChecker {
         loop {
             let generation = self.state.live.load_full();
             let check = &generation.settings.health_check;
-            let timeout = std::time::Duration::from_millis(check.timeout_ms);
+            let timeout = check.timeout_ms.get();
             let url = |side| format!("http://{}{}", generation.address(side), check.path);
             let (legacy, new) = tokio::join!(
                 Self::probe(&client, url(Side::Legacy), timeout),
@@ -61,9 +61,9 @@ impl BackgroundService for HealthChecker {
                 }
                 let health = &self.state.health;
                 let verdict = if health.is_up(side) {
-                    streak.failures < check.unhealthy_threshold
+                    streak.failures < check.unhealthy_threshold.get()
                 } else {
-                    streak.successes >= check.healthy_threshold
+                    streak.successes >= check.healthy_threshold.get()
                 };
                 if health.set(side, verdict) {
                     self.state.metrics.backend_up(side, verdict);
@@ -74,7 +74,7 @@ impl BackgroundService for HealthChecker {
                     }
                 }
             }
-            let interval = std::time::Duration::from_millis(check.interval_ms);
+            let interval = check.interval_ms.get();
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(interval) => {}

@@ -59,25 +59,23 @@ impl Reloader {
 
     fn apply(&self, config: ProxyConfig) -> u64 {
         let state = &self.state;
-        if config.startup != state.startup {
+        if config.startup() != state.startup {
             tracing::warn!(
                 "proxy.listen, proxy.admin_listen, proxy.threads, proxy.cookie_secret_file or \
                  proxy.shutdown_grace_seconds changed: these need a restart; the rest is applied"
             );
         }
         let current = state.live.load();
-        if current.settings == config.live {
+        if current.settings == config {
             state.metrics.reload(true);
             return current.number;
         }
         let number = current.number + 1;
-        let percent = f64::from(config.live.new_basis_points) / 100.0;
+        let percent = config.routing.new_percent.as_percent();
         state
             .metrics
-            .config_applied(number, config.live.new_basis_points);
-        state
-            .live
-            .store(Arc::new(Generation::new(number, config.live)));
+            .config_applied(number, config.new_basis_points());
+        state.live.store(Arc::new(Generation::new(number, config)));
         state.metrics.reload(true);
         tracing::info!(
             generation = number,

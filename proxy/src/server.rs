@@ -38,14 +38,14 @@ pub struct Proxy {
 pub fn build(config_path: &Path) -> Result<Proxy, StartupError> {
     let config = ProxyConfig::load(config_path)?;
     let secret =
-        common::secret::load_or_create(COOKIE_SECRET_ENV, &config.startup.cookie_secret_file)?;
-    let startup = config.startup.clone();
+        common::secret::load_or_create(COOKIE_SECRET_ENV, &config.proxy.cookie_secret_file)?;
+    let startup = config.startup();
     let state = ProxyState::new(PathBuf::from(config_path), config, &secret);
 
     let conf = ServerConf {
-        threads: startup.threads,
-        grace_period_seconds: Some(startup.shutdown_grace_seconds),
-        graceful_shutdown_timeout_seconds: Some(startup.shutdown_grace_seconds),
+        threads: startup.threads.get(),
+        grace_period_seconds: Some(startup.shutdown_grace_seconds.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(startup.shutdown_grace_seconds.as_secs()),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

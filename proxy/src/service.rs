@@ -163,14 +163,14 @@ impl ProxyHttp for CanaryProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let generation = self.state.live.load_full();
-        let live = &generation.settings;
+        let live = &generation.settings.proxy;
         let header = session.req_header();
         ctx.route = Route::of(header.uri.path());
         ctx.request_id = common::request_id::request_id(
             header.headers.get("x-request-id").map(|v| v.as_bytes()),
         );
 
-        if header_bytes(header) > live.max_header_bytes {
+        if header_bytes(header) > live.max_header_bytes.as_usize() {
             self.state.metrics.edge_refusal("header_too_large");
             ctx.generation = Some(generation);
             return self
@@ -189,7 +189,7 @@ impl ProxyHttp for CanaryProxy {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared_length.is_some_and(|n| n > live.max_body_bytes as u64) {
+        if declared_length.is_some_and(|n| n > live.max_body_bytes.get()) {
             self.state.metrics.edge_refusal("body_too_large");
             let message = format!("request body is larger than {} bytes", live.max_body_bytes);
             ctx.generation = Some(generation);
@@ -200,7 +200,7 @@ impl ProxyHttp for CanaryProxy {
         if let Some(ip) = Self::client_ip(session) {
             match self
                 .state
-                .take_client_slot(ip, live.max_requests_per_client)
+                .take_client_slot(ip, live.max_requests_per_client.get())
             {
                 Some(slot) => ctx._slot = Some(slot),
                 None => {
@@ -228,11 +228,11 @@ impl ProxyHttp for CanaryProxy {
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find_map(|v| sticky::find_cookie(v, &live.cookie_name))
+            .find_map(|v| sticky::find_cookie(v, live.cookie_name.as_str()))
             .and_then(|value| self.state.signer.verify(value));
         let forced = live
             .override_header
-            .as_deref()
+            .get()
             .and_then(|name| header.headers.get(name))
             .and_then(|v| Side::parse(v.as_bytes()));
         let bucket = match cookie_bucket {
@@ -247,7 +247,7 @@ impl ProxyHttp for CanaryProxy {
                 // The override is for one request and leaves the cookie alone.
                 if forced.is_none() {
                     ctx.set_cookie = Some(sticky::set_cookie(
-                        &live.cookie_name,
+                        live.cookie_name.as_str(),
                         &self.state.signer.cookie_value(bucket),
                         live.cookie_max_age_seconds,
                         live.cookie_secure,
@@ -258,7 +258,7 @@ impl ProxyHttp for CanaryProxy {
         };
         let decided = routing::route(RouteInput {
             bucket,
-            new_basis_points: live.new_basis_points,
+            new_basis_points: generation.settings.new_basis_points(),
             forced,
             legacy_up: self.state.health.is_up(Side::Legacy),
             new_up: self.state.health.is_up(Side::New),
@@ -363,7 +363,7 @@ impl ProxyHttp for CanaryProxy {
     ) -> Result<()> {
         if let (Some(chunk), Some(generation)) = (body, &ctx.generation) {
             ctx.body_bytes += chunk.len();
-            if ctx.body_bytes > generation.settings.max_body_bytes {
+            if ctx.body_bytes > generation.settings.proxy.max_body_bytes.as_usize() {
                 self.state.metrics.edge_refusal("body_too_large");
                 return Error::e_explain(
                     ErrorType::HTTPStatus(413),
@@ -388,7 +388,7 @@ impl ProxyHttp for CanaryProxy {
         }
         let client = Self::client_ip(session);
         let trusted = match (&ctx.generation, client) {
-            (Some(generation), Some(ip)) => generation.settings.trusted_proxies.contains(&ip),
+            (Some(generation), Some(ip)) => generation.settings.proxy.trusted_proxies.contains(&ip),
             _ => false,
         };
         let client = client.map(|ip| ip.to_string()).unwrap_or_default();
@@ -430,7 +430,7 @@ impl ProxyHttp for CanaryProxy {
         let Some(generation) = &ctx.generation else {
             return Ok(());
         };
-        if let (true, Some(side)) = (generation.settings.served_by_header, ctx.side) {
+        if let (true, Some(side)) = (generation.settings.proxy.served_by_header, ctx.side) {
             response.insert_header("x-served-by", side.as_str())?;
         }
         if let Some(cookie) = ctx.set_cookie.take() {
@@ -448,10 +448,12 @@ impl ProxyHttp for CanaryProxy {
         ctx: &mut Self::CTX,
     ) -> Result<Option<std::time::Duration>> {
         match &ctx.generation {
-            Some(g) if ctx.started.elapsed() > g.settings.total_timeout => Error::e_explain(
-                ErrorType::ReadTimedout,
-                "request over proxy.total_timeout_ms",
-            ),
+            Some(g) if ctx.started.elapsed() > g.settings.proxy.total_timeout_ms.get() => {
+                Error::e_explain(
+                    ErrorType::ReadTimedout,
+                    "request over proxy.total_timeout_ms",
+                )
+            }
             _ => Ok(None),
         }
     }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{LiveSettings, ProxyConfig, StartupSettings};
+use crate::config::{ProxyConfig, StartupSettings};
 use crate::metrics::ProxyMetrics;
 use crate::routing::Side;
 use crate::sticky::BucketSigner;
@@ -19,22 +19,25 @@ use crate::sticky::BucketSigner;
 pub struct Generation {
     pub number: u64,
     pub loaded_at: time::OffsetDateTime,
-    pub settings: LiveSettings,
+    pub settings: ProxyConfig,
     peers: [HttpPeer; 2],
 }
 
 impl Generation {
-    pub fn new(number: u64, settings: LiveSettings) -> Self {
+    pub fn new(number: u64, settings: ProxyConfig) -> Self {
         let peer = |addr| {
             // Addresses were validated as socket addresses when the config was loaded, so
             // `HttpPeer::new` (which panics on a bad one) cannot fail here.
             let mut peer = HttpPeer::new(addr, false, String::new());
-            peer.options.connection_timeout = Some(settings.connect_timeout);
-            peer.options.read_timeout = Some(settings.read_timeout);
+            peer.options.connection_timeout = Some(settings.proxy.connect_timeout_ms.get());
+            peer.options.read_timeout = Some(settings.proxy.read_timeout_ms.get());
             peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
             peer
         };
-        let peers = [peer(settings.legacy), peer(settings.new)];
+        let peers = [
+            peer(settings.backends.legacy.listen),
+            peer(settings.backends.new.listen),
+        ];
         Self {
             number,
             loaded_at: time::OffsetDateTime::now_utc(),
@@ -49,8 +52,8 @@ impl Generation {
 
     pub fn address(&self, side: Side) -> std::net::SocketAddr {
         match side {
-            Side::Legacy => self.settings.legacy,
-            Side::New => self.settings.new,
+            Side::Legacy => self.settings.backends.legacy.listen,
+            Side::New => self.settings.backends.new.listen,
         }
     }
 }
@@ -119,14 +122,14 @@ pub struct ProxyState {
 impl ProxyState {
     pub fn new(config_path: PathBuf, config: ProxyConfig, cookie_secret: &[u8]) -> Arc<Self> {
         let metrics = ProxyMetrics::new();
-        metrics.config_applied(1, config.live.new_basis_points);
+        metrics.config_applied(1, config.new_basis_points());
         for side in Side::BOTH {
             metrics.backend_up(side, true);
         }
         Arc::new(Self {
             config_path,
-            startup: config.startup,
-            live: ArcSwap::from_pointee(Generation::new(1, config.live)),
+            startup: config.startup(),
+            live: ArcSwap::from_pointee(Generation::new(1, config)),
             health: Health::new(),
             metrics,
             signer: BucketSigner::new(cookie_secret),

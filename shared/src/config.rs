@@ -216,11 +216,7 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            reason: reason.to_owned(),
-        };
+        let invalid = |key: &'static str, reason: &str| ConfigError::invalid(path, key, reason);
         let checks: [(bool, &'static str, &str); 12] = [
             (
                 self.server.body_limit_bytes >= 1024,

@@ -102,8 +102,8 @@ pub async fn start_proxy(config_path: &std::path::Path) -> RunningProxy {
     let watch = TestShutdown(Arc::clone(&stop));
     let thread = std::thread::spawn(move || built.run(Box::new(watch)));
     let running = RunningProxy {
-        base_url: format!("http://{}", config.startup.listen),
-        admin_url: format!("http://{}", config.startup.admin_listen),
+        base_url: format!("http://{}", config.proxy.listen),
+        admin_url: format!("http://{}", config.proxy.admin_listen),
         state,
         stop,
         thread: Some(thread),

@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub mod value;
 
 /// What went wrong loading the config; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +22,7 @@ pub enum ConfigError {
     #[error("invalid config file {path}: {key}: {reason}")]
     Invalid {
         path: PathBuf,
-        key: &'static str,
+        key: String,
         reason: String,
     },
 }
@@ -35,10 +37,10 @@ impl ConfigError {
         }
     }
 
-    pub fn invalid(path: &Path, key: &'static str, reason: impl Into<String>) -> Self {
+    pub fn invalid(path: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid {
             path: path.to_owned(),
-            key,
+            key: key.into(),
             reason: reason.into(),
         }
     }
@@ -52,12 +54,26 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// `text` (the file at `path`) deserialised as `T`; a syntax or type error names the key
-/// and the line.
+/// `text` (the file at `path`) deserialised as `T`. The typed fields do the checking (ranges,
+/// addresses, header names), and a refusal names the dotted key and the line.
 pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|error| ConfigError::Parse {
+    let syntax = |error: toml::de::Error| ConfigError::Parse {
         path: path.to_owned(),
         message: error.to_string().trim_end().to_owned(),
+    };
+    let document = toml::Deserializer::parse(text).map_err(syntax)?;
+    serde_path_to_error::deserialize(document).map_err(|error| {
+        let key = error.path().to_string();
+        let inner = error.into_inner();
+        let line = inner
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        match line {
+            Some(line) => {
+                ConfigError::invalid(path, key, format!("{} (line {line})", inner.message()))
+            }
+            None => ConfigError::invalid(path, key, inner.message()),
+        }
     })
 }
 
@@ -71,7 +87,7 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
 }
 
 /// `[backends.legacy]` and `[backends.new]`: where each backend listens.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendsConfig {
     #[serde(default = "BackendConfig::legacy_default")]
@@ -89,7 +105,7 @@ impl Default for BackendsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub listen: SocketAddr,
