@@ -10,6 +10,7 @@ pub mod forwarding;
 pub mod head_deadline;
 pub mod health;
 pub mod metrics;
+pub mod prebound;
 pub mod reload;
 pub mod routing;
 pub mod server;

@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 use shared::routes::LOGIN;
 use shared::testing::TestEnv;
 use shared::testing::client::{Answer, client, send};
+use shared::testing::eventually;
 
 use crate::harness::Stack;
-use crate::observability::{admin_status, eventually, scrape, settled_status, value_of};
+use crate::observability::{admin_status, scrape, settled_status, value_of};
 use crate::streaming::{login, start_stream};
 
 fn assert_refused(answer: &Answer, status: u16, code: &str) {

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::json;
 use shared::testing::client::{Answer, client, send};
+use shared::testing::eventually;
 
-use crate::harness::{Stack, free_port};
-use crate::observability::{admin_status, eventually, scrape, value_of};
+use crate::harness::{Refusing, Stack};
+use crate::observability::{admin_status, scrape, value_of};
 
 const COOKIE: &str = "canary_bucket";
 const UNAVAILABLE: &str =
@@ -47,10 +48,6 @@ fn with_backends(stack: &Stack, legacy: SocketAddr, new: SocketAddr) -> String {
         })
         .collect();
     lines.join("\n") + "\n"
-}
-
-fn dead_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// Writes `text` and waits (bounded) until the proxy runs it.
@@ -192,9 +189,10 @@ async fn stopping_one_backend_mid_load_moves_its_users_to_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connect_is_retried_once_on_the_other_backend() {
     let stack = Stack::start(100.0).await;
+    let dead = Refusing::bind();
     apply(
         &stack,
-        &with_backends(&stack, stack.legacy_addr, dead_addr()),
+        &with_backends(&stack, stack.legacy_addr, dead.addr()),
     )
     .await;
     let failovers = |samples: &[_]| {
@@ -296,7 +294,12 @@ async fn both_backends_down_answers_503_in_the_error_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_backends_unreachable_before_any_check_notices_answers_503_not_a_hang() {
     let stack = Stack::start(50.0).await;
-    apply(&stack, &with_backends(&stack, dead_addr(), dead_addr())).await;
+    let (dead_legacy, dead_new) = (Refusing::bind(), Refusing::bind());
+    apply(
+        &stack,
+        &with_backends(&stack, dead_legacy.addr(), dead_new.addr()),
+    )
+    .await;
     for request in [
         client().get(stack.url("/health")),
         client()

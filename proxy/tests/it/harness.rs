@@ -1,25 +1,28 @@
 //! Starts the whole stack in-process: both backends on port 0 over one `TestEnv`, and the
-//! proxy (which cannot report its port) on free ports found first, waited on until it answers.
+//! proxy on two listeners the test binds on port 0 and hands to `proxy::server::serve`, so
+//! no port is ever picked, released and hoped to be still free. Also: a loopback address
+//! that refuses connections, and a reader of a child process's output.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use proxy::server::Listeners;
 use proxy::state::ProxyState;
-use shared::testing::{TestEnv, TestServer};
-use tokio::sync::Notify;
+use shared::testing::client::client;
+use shared::testing::{TestEnv, TestServer, eventually};
 
 pub use legacy_backend::testing::start as start_legacy;
 pub use new_backend::testing::start as start_new;
 
-/// A port nobody listens on right now (Pingora binds by address, so the test picks one).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+const LOOPBACK_ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// The proxy's public and admin listeners, bound on free loopback ports.
+pub fn bind_listeners() -> Listeners {
+    Listeners::bind(LOOPBACK_ANY_PORT, LOOPBACK_ANY_PORT).expect("bind the proxy's listeners")
 }
 
 fn addr_of(server: &TestServer) -> SocketAddr {
@@ -30,14 +33,23 @@ fn addr_of(server: &TestServer) -> SocketAddr {
         .expect("a socket address")
 }
 
-/// Shuts the proxy down when notified.
-struct TestShutdown(Arc<Notify>);
+/// A loopback address where a socket is bound but nothing listens, so every connect is
+/// refused; held (so no one else can take the port) until dropped.
+pub struct Refusing {
+    socket: tokio::net::TcpSocket,
+}
 
-#[async_trait::async_trait]
-impl ShutdownSignalWatch for TestShutdown {
-    async fn recv(&self) -> ShutdownSignal {
-        self.0.notified().await;
-        ShutdownSignal::FastShutdown
+impl Refusing {
+    pub fn bind() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(LOOPBACK_ANY_PORT)
+            .expect("bind a loopback port");
+        Self { socket }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().expect("a bound address")
     }
 }
 
@@ -45,7 +57,7 @@ pub struct RunningProxy {
     pub base_url: String,
     pub admin_url: String,
     pub state: Arc<ProxyState>,
-    stop: Arc<Notify>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -57,7 +69,9 @@ impl RunningProxy {
 
 impl Drop for RunningProxy {
     fn drop(&mut self) {
-        self.stop.notify_one();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -75,37 +89,47 @@ pub struct Stack {
     pub proxy: RunningProxy,
 }
 
-/// The proxy's config for these backends; `extra` is appended inside `[proxy]`.
+/// The proxy's config for these backends and listeners; `extra` is appended inside `[proxy]`.
 pub fn config_text(
-    stack_addrs: (SocketAddr, SocketAddr),
-    ports: (u16, u16),
+    backends: (SocketAddr, SocketAddr),
+    listeners: &Listeners,
     new_percent: f64,
     extra: &str,
 ) -> String {
-    let (legacy, new) = stack_addrs;
-    let (listen, admin) = ports;
+    let (legacy, new) = backends;
+    let address = |listener: &std::net::TcpListener| listener.local_addr().expect("an address");
+    let (listen, admin) = (address(&listeners.public), address(&listeners.admin));
     format!(
         "[backends.legacy]\nlisten = \"{legacy}\"\n[backends.new]\nlisten = \"{new}\"\n\
          [routing]\nnew_percent = {new_percent}\n\
          [health_check]\ninterval_ms = 100\ntimeout_ms = 200\nunhealthy_threshold = 2\nhealthy_threshold = 1\n\
-         [proxy]\nlisten = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+         [proxy]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\
          threads = 2\nshutdown_grace_seconds = 0\nconnect_timeout_ms = 300\n{extra}\n"
     )
 }
 
-/// Starts a proxy on `config_path` in its own thread and waits until it answers.
-pub async fn start_proxy(config_path: &std::path::Path) -> RunningProxy {
+/// Serves the proxy of `config_path` on `listeners` in its own thread (`serve` blocks) until
+/// dropped, and waits until it answers.
+pub async fn start_proxy(config_path: &Path, listeners: Listeners) -> RunningProxy {
     let config = proxy::config::ProxyConfig::load(config_path).expect("valid proxy config");
-    let built = proxy::server::build(config_path).expect("proxy builds");
-    let state = Arc::clone(&built.state);
-    let stop = Arc::new(Notify::new());
-    let watch = TestShutdown(Arc::clone(&stop));
-    let thread = std::thread::spawn(move || built.run(Box::new(watch)));
+    let state = proxy::server::state(config_path.to_owned(), config).expect("the proxy's state");
+    let url = |listener: &std::net::TcpListener| {
+        format!("http://{}", listener.local_addr().expect("an address"))
+    };
+    let (base_url, admin_url) = (url(&listeners.public), url(&listeners.admin));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let serving = Arc::clone(&state);
+    let thread = std::thread::spawn(move || {
+        proxy::server::serve(listeners, serving, shutdown).expect("the proxy serves");
+    });
     let running = RunningProxy {
-        base_url: format!("http://{}", config.startup.listen),
-        admin_url: format!("http://{}", config.startup.admin_listen),
+        base_url,
+        admin_url,
         state,
-        stop,
+        stop: Some(stop),
         thread: Some(thread),
     };
     wait_until_answers(&format!("{}/admin/status", running.admin_url)).await;
@@ -115,12 +139,13 @@ pub async fn start_proxy(config_path: &std::path::Path) -> RunningProxy {
 
 /// Polls `url` until it answers at all (bounded), so tests never guess a start-up time.
 pub async fn wait_until_answers(url: &str) {
-    let client = shared::testing::client::client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get(url).send().await.is_err() {
-        assert!(Instant::now() < deadline, "{url} never answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let client = client();
+    eventually(
+        &format!("{url} answers"),
+        Duration::from_secs(20),
+        async || client.get(url).send().await.ok().map(drop),
+    )
+    .await;
 }
 
 impl Stack {
@@ -133,13 +158,18 @@ impl Stack {
         let new = start_new(&env).await;
         let (legacy_addr, new_addr) = (addr_of(&legacy), addr_of(&new));
         let config_path = env.dir().join("proxy.toml");
-        let ports = (free_port(), free_port());
+        let listeners = bind_listeners();
         std::fs::write(
             &config_path,
-            config_text((legacy_addr, new_addr), ports, new_percent, proxy_extra),
+            config_text(
+                (legacy_addr, new_addr),
+                &listeners,
+                new_percent,
+                proxy_extra,
+            ),
         )
         .expect("write the proxy config");
-        let proxy = start_proxy(&config_path).await;
+        let proxy = start_proxy(&config_path, listeners).await;
         Self {
             env,
             legacy: Some(legacy),
@@ -182,14 +212,12 @@ impl Stack {
         let before = self.generation();
         let started = Instant::now();
         self.write_config(&self.config_for(new_percent));
-        let deadline = started + Duration::from_secs(5);
-        while self.generation() == before {
-            assert!(
-                Instant::now() < deadline,
-                "the edit to {new_percent} % was never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            &format!("the edit to {new_percent} % is applied"),
+            Duration::from_secs(5),
+            async || (self.generation() != before).then_some(()),
+        )
+        .await;
         started.elapsed()
     }
 
@@ -204,23 +232,59 @@ pub async fn contract_stack(env: &TestEnv, new_percent: f64) -> TestServer {
     let legacy = start_legacy(env).await;
     let new = start_new(env).await;
     let config_path = env.dir().join("proxy.toml");
-    let ports = (free_port(), free_port());
+    let listeners = bind_listeners();
+    let addr = listeners.public.local_addr().expect("an address");
     let text = config_text(
         (addr_of(&legacy), addr_of(&new)),
-        ports,
+        &listeners,
         new_percent,
         "max_header_bytes = 163840",
     );
     std::fs::write(&config_path, text).expect("write the proxy config");
-    let proxy = start_proxy(&config_path).await;
-    let addr = proxy
-        .base_url
-        .trim_start_matches("http://")
-        .parse()
-        .expect("address");
+    let proxy = start_proxy(&config_path, listeners).await;
     TestServer::new(addr, move || {
         drop(proxy);
         drop(legacy);
         drop(new);
+    })
+}
+
+/// Reads `output` line by line on a thread of its own, which drains it to the end (so the
+/// child never blocks on a full pipe), and returns the first value `find` takes from a line;
+/// fails, showing what was printed, if none comes within `limit`.
+pub async fn first_printed<T: Send + 'static>(
+    output: impl Read + Send + 'static,
+    what: &str,
+    limit: Duration,
+    find: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> T {
+    let (lines, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            // Once the caller has what it wanted nobody receives; keep draining anyway.
+            let _ = lines.send(line);
+        }
+    });
+    let found = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match printed.recv_timeout(left) {
+                Ok(line) => match find(&line) {
+                    Some(value) => return Ok(value),
+                    None => seen.push(line),
+                },
+                Err(_) => return Err(seen),
+            }
+        }
+    })
+    .await
+    .expect("the output reader");
+    found.unwrap_or_else(|seen| {
+        panic!(
+            "never printed {what} within {limit:?}; printed:\n{}",
+            seen.join("\n")
+        )
     })
 }

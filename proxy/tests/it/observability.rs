@@ -1,12 +1,14 @@
 //! The admin listener: `/metrics` is valid Prometheus text with the series needed to compare
 //! the two backends, and `/admin/status` reports the generation, weight, health and counts.
-//! The helpers here (status, scrape, bounded polling) are shared by the other proxy tests.
+//! The helpers here (status, scrape, the exposition parser) are shared by the other proxy
+//! tests.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use shared::testing::client::{Answer, client, send};
+use shared::testing::eventually;
 
 use crate::harness::Stack;
 
@@ -57,22 +59,6 @@ pub(crate) fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) 
         .collect();
     assert!(found.len() <= 1, "{name} {labels:?} matches {found:?}");
     found.first().map(|s| s.value)
-}
-
-/// Polls `check` every 20 ms until it yields a value; fails after `limit`.
-pub(crate) async fn eventually<T>(
-    what: &str,
-    limit: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One sample line: `name{labels} value`.

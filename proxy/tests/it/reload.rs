@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use shared::testing::client::{client, send};
+use shared::testing::eventually;
 
 use crate::harness::Stack;
-use crate::observability::{admin_status, eventually, scrape, value_of};
+use crate::observability::{admin_status, scrape, value_of};
 
 /// `text` with its `new_percent` line set to `percent`.
 fn with_percent(text: &str, percent: &str) -> String {
