@@ -1,11 +1,13 @@
 //! Starts the whole stack in-process: both backends on port 0 over one `TestEnv`, and the
 //! proxy on two listeners the test binds on port 0 and hands to `proxy::server::serve`, so
-//! no port is ever picked, released and hoped to be still free. Also: a loopback address
-//! that refuses connections, and a reader of a child process's output.
+//! no port is ever picked, released and hoped to be still free. Also: the real proxy binary
+//! as a child process, for what only a process can show (signals), and a loopback address
+//! that refuses connections.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -287,4 +289,87 @@ pub async fn first_printed<T: Send + 'static>(
             seen.join("\n")
         )
     })
+}
+
+/// The proxy binary as a child process, on its own config with loopback ports chosen by the
+/// system (it prints them when listening); killed and reaped when dropped, panics included.
+pub struct ChildProxy {
+    child: Child,
+    pub admin_url: String,
+    _dir: tempfile::TempDir,
+    /// Held while the child runs, so its health checks reach nothing else.
+    _backends: [Refusing; 2],
+}
+
+impl ChildProxy {
+    /// Starts the binary with backends that refuse every connection (what is tested here
+    /// needs none) and waits until its admin listener answers.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let (legacy, new) = (Refusing::bind(), Refusing::bind());
+        let config_path = dir.path().join("proxy.toml");
+        let text = format!(
+            "[backends.legacy]\nlisten = \"{}\"\n[backends.new]\nlisten = \"{}\"\n\
+             [proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             threads = 1\nshutdown_grace_seconds = 0\n",
+            legacy.addr(),
+            new.addr()
+        );
+        std::fs::write(&config_path, text).expect("write the proxy config");
+        let child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--log-format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the proxy binary starts");
+        let mut running = Self {
+            child,
+            admin_url: String::new(),
+            _dir: dir,
+            _backends: [legacy, new],
+        };
+        let stdout = running.child.stdout.take().expect("piped stdout");
+        let admin = first_printed(
+            stdout,
+            "its listening addresses",
+            Duration::from_secs(20),
+            |line| {
+                let event: serde_json::Value = serde_json::from_str(line).ok()?;
+                (event["message"] == "proxy listening")
+                    .then(|| event["admin"].as_str().map(str::to_owned))?
+            },
+        )
+        .await;
+        running.admin_url = format!("http://{admin}");
+        wait_until_answers(&format!("{}/admin/status", running.admin_url)).await;
+        running
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, ...) to this child only.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
+    /// Waits (bounded) until the child has exited, and returns how.
+    pub async fn exited(&mut self, limit: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        eventually("the proxy binary exits", limit, async || {
+            child.try_wait().expect("the child's status")
+        })
+        .await
+    }
+}
+
+impl Drop for ChildProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

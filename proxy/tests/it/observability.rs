@@ -14,7 +14,12 @@ use crate::harness::Stack;
 
 /// `GET {admin}/admin/status` as JSON.
 pub(crate) async fn admin_status(stack: &Stack) -> Value {
-    let answer = send(client().get(format!("{}/admin/status", stack.proxy.admin_url))).await;
+    admin_status_at(&stack.proxy.admin_url).await
+}
+
+/// `GET {admin_url}/admin/status` as JSON, from any proxy.
+pub(crate) async fn admin_status_at(admin_url: &str) -> Value {
+    let answer = send(client().get(format!("{admin_url}/admin/status"))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("content-type"), Some("application/json"));
     answer.json()
@@ -41,7 +46,12 @@ pub(crate) async fn settled_status(stack: &Stack) -> Value {
 
 /// `GET {admin}/metrics`, parsed strictly.
 pub(crate) async fn scrape(stack: &Stack) -> Vec<Sample> {
-    let answer = send(client().get(format!("{}/metrics", stack.proxy.admin_url))).await;
+    scrape_at(&stack.proxy.admin_url).await
+}
+
+/// `GET {admin_url}/metrics`, parsed strictly, from any proxy.
+pub(crate) async fn scrape_at(admin_url: &str) -> Vec<Sample> {
+    let answer = send(client().get(format!("{admin_url}/metrics"))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let content_type = answer.header("content-type").unwrap_or_default();
     assert!(

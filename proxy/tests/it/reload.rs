@@ -1,5 +1,6 @@
 //! Hot reload: a weight change applies within a second under load without failing a request,
-//! an invalid edit keeps the running config, and a half-written file does not stick.
+//! an invalid edit keeps the running config, and a half-written file does not stick. The
+//! binary itself reloads on SIGHUP and stops cleanly on SIGTERM and SIGINT.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,8 +10,8 @@ use futures::StreamExt;
 use shared::testing::client::{client, send};
 use shared::testing::eventually;
 
-use crate::harness::Stack;
-use crate::observability::{admin_status, scrape, value_of};
+use crate::harness::{ChildProxy, Stack};
+use crate::observability::{admin_status, admin_status_at, scrape, scrape_at, value_of};
 
 /// `text` with its `new_percent` line set to `percent`.
 fn with_percent(text: &str, percent: &str) -> String {
@@ -271,27 +272,45 @@ async fn a_half_written_file_does_not_stick() {
     assert_eq!(side_now(&stack).await, "legacy");
 }
 
+/// `counts.reloads.ok` of a proxy's `/admin/status`.
+async fn reloads_ok(admin_url: &str) -> u64 {
+    admin_status_at(admin_url).await["counts"]["reloads"]["ok"]
+        .as_u64()
+        .expect("counts.reloads.ok")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config() {
-    // Our own listener first, so that SIGHUP can never take the default action (exit) on
-    // this test process while the proxy's reloader is still registering its own.
-    let _ours = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("a SIGHUP listener");
-    let stack = Stack::start(0.0).await;
-    let reloads = || stack.proxy.state.metrics.reload_count(true);
-    let before = reloads();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // The real binary in its own process, so the signal goes to it and to nothing else.
+    let proxy = ChildProxy::start().await;
+    let before = reloads_ok(&proxy.admin_url).await;
     // The file is unchanged, so only SIGHUP's forced reload can count one.
-    while reloads() == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SIGHUP did not reload"
-        );
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &std::process::id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    proxy.signal("HUP");
+    eventually(
+        "SIGHUP reloads the config",
+        Duration::from_secs(5),
+        async || (reloads_ok(&proxy.admin_url).await > before).then_some(()),
+    )
+    .await;
+    assert_eq!(reloads_ok(&proxy.admin_url).await, before + 1);
+    let samples = scrape_at(&proxy.admin_url).await;
+    assert_eq!(
+        value_of(&samples, "proxy_config_reloads_total", &[("result", "ok")]),
+        Some((before + 1) as f64)
+    );
+    assert_eq!(
+        admin_status_at(&proxy.admin_url).await["generation"],
+        1,
+        "the same content makes no new generation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_stop_the_binary_cleanly() {
+    for signal in ["TERM", "INT"] {
+        let mut proxy = ChildProxy::start().await;
+        proxy.signal(signal);
+        let status = proxy.exited(Duration::from_secs(10)).await;
+        assert!(status.success(), "after SIG{signal}: {status}");
     }
 }
