@@ -1,4 +1,6 @@
-//! The admin listener: `/metrics` (Prometheus text) and `/admin/status` (JSON).
+//! The admin listener: `/metrics` (Prometheus text), `/admin/status` and `/admin/stats`
+//! (JSON), and the dashboard page at `/admin/`. Anything else is a `ProxyAnswer`, in the
+//! contract's error shape.
 
 use std::sync::Arc;
 
@@ -7,17 +9,18 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::answer::ProxyAnswer;
 use crate::routing::Side;
-use crate::service::json_error;
 use crate::state::ProxyState;
 
 pub struct AdminApp {
     pub state: Arc<ProxyState>,
 }
 
-fn response(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+/// A 200 with `body`; errors are `ProxyAnswer`s.
+fn ok(content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
     http::Response::builder()
-        .status(status)
+        .status(http::StatusCode::OK)
         .header("content-type", content_type)
         .header("content-length", body.len())
         .body(body)
@@ -65,38 +68,20 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let header = session.req_header();
         if header.method != http::Method::GET {
-            return response(
-                405,
-                "application/json",
-                json_error("METHOD_NOT_ALLOWED", "method not allowed").to_vec(),
-            );
+            return ProxyAnswer::MethodNotAllowed.to_response();
         }
         match header.uri.path() {
-            "/metrics" => response(
-                200,
+            "/metrics" => ok(
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.state.metrics.render().into_bytes(),
             ),
-            "/admin/status" => response(
-                200,
-                "application/json",
-                self.status().to_string().into_bytes(),
-            ),
-            "/admin/stats" => response(
-                200,
-                "application/json",
-                self.stats().to_string().into_bytes(),
-            ),
-            "/admin" | "/admin/" => response(
-                200,
+            "/admin/status" => ok("application/json", self.status().to_string().into_bytes()),
+            "/admin/stats" => ok("application/json", self.stats().to_string().into_bytes()),
+            "/admin" | "/admin/" => ok(
                 "text/html; charset=utf-8",
                 include_bytes!("../web/dashboard.html").to_vec(),
             ),
-            _ => response(
-                404,
-                "application/json",
-                json_error("NOT_FOUND", "no such route").to_vec(),
-            ),
+            _ => ProxyAnswer::NotFound.to_response(),
         }
     }
 }

@@ -2,10 +2,15 @@
 //! Pingora, with hot-reloaded config, health checks, failover and comparative metrics.
 
 pub mod admin;
+pub mod answer;
+pub mod bucket;
 pub mod config;
+pub mod edge;
+pub mod forwarding;
 pub mod head_deadline;
 pub mod health;
 pub mod metrics;
+pub mod prebound;
 pub mod reload;
 pub mod routing;
 pub mod server;

@@ -1,10 +1,12 @@
-//! The proxy's binary: flags, config, run until SIGTERM/SIGINT.
+//! The proxy's binary: flags, config, bind, serve until SIGTERM/SIGINT.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
 use common::telemetry::LogFormat;
+use proxy::config::ProxyConfig;
+use proxy::server::{self, Listeners};
 
 #[derive(Parser)]
 #[command(about = "The canary edge proxy in front of the legacy and new backends")]
@@ -25,7 +27,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     common::telemetry::init(args.log_format);
-    let proxy = proxy::server::build(&args.config).context("cannot start the proxy")?;
-    proxy.run(Box::new(proxy::server::TermOrInt));
-    Ok(())
+    let config = ProxyConfig::load(&args.config).context("cannot start the proxy")?;
+    let listeners = Listeners::bind(config.proxy.listen, config.proxy.admin_listen)
+        .context("cannot start the proxy")?;
+    let state = server::state(args.config, config).context("cannot start the proxy")?;
+    let shutdown = server::register_signals(common::shutdown::signal_future)
+        .context("cannot listen for SIGTERM and SIGINT")?;
+    server::serve(listeners, state, shutdown).context("cannot start the proxy")
 }

@@ -37,13 +37,14 @@ const ROUTES: [&str; 8] = {
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const BACKENDS: [&str; 3] = ["legacy", "new", NO_BACKEND];
 
-/// A route's index in `ROUTES`: the label of a path, resolved once per request.
+/// The `route` label of a request: an index in `ROUTES`, resolved once per request. (Not to be
+/// confused with `routing::Route`, the decision of which backend answers.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route(usize);
+pub struct RouteLabel(usize);
 
-impl Route {
+impl RouteLabel {
     pub fn of(path: &str) -> Self {
-        Route(
+        RouteLabel(
             ROUTES[..ROUTES.len() - 1]
                 .iter()
                 .position(|r| *r == path)
@@ -183,7 +184,7 @@ impl ProxyMetrics {
         }
     }
 
-    pub fn request(&self, backend: Option<Side>, route: Route, status: u16, seconds: f64) {
+    pub fn request(&self, backend: Option<Side>, route: RouteLabel, status: u16, seconds: f64) {
         let backend = backend.map_or(2, Side::index);
         let series = backend * ROUTES.len() + route.0;
         self.request_series[series * STATUS_CLASSES.len() + status_class(status)].inc();

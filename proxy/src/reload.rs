@@ -2,13 +2,14 @@
 //! validate the whole file, and swap the routing state in one step. An invalid edit is refused
 //! with the key named and counted; the running config keeps serving.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use notify::Watcher;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::config::ProxyConfig;
 use crate::state::{Generation, ProxyState};
@@ -19,6 +20,9 @@ const POLL: Duration = Duration::from_secs(1);
 
 pub struct Reloader {
     pub state: Arc<ProxyState>,
+    /// Registered when the reloader is made, before any service runs: from the moment the
+    /// proxy answers, a SIGHUP reloads and can never take its default action (exit).
+    hangup: Mutex<Option<Signal>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +33,14 @@ pub enum Outcome {
 }
 
 impl Reloader {
+    pub fn new(state: Arc<ProxyState>) -> std::io::Result<Self> {
+        let hangup = crate::server::register_signals(|| signal(SignalKind::hangup()))?;
+        Ok(Self {
+            state,
+            hangup: Mutex::new(Some(hangup)),
+        })
+    }
+
     /// Reads the file and applies it if its content differs from `last`; `force` re-applies.
     pub fn check(&self, last: &mut Option<Vec<u8>>, force: bool) -> Outcome {
         let state = &self.state;
@@ -114,8 +126,11 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hangup = self
+            .hangup
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
         let mut poll = tokio::time::interval(POLL);
         let mut last = std::fs::read(&self.state.config_path).ok();
         loop {

@@ -1,8 +1,13 @@
-//! Assembles the Pingora server: the proxy service on the public listener, the admin service,
-//! and the background health checker and reloader.
+//! The one way to run the proxy: `serve(listeners, state, shutdown)`. It assembles the Pingora
+//! server (the proxy service on the public listener, the admin service, the health checker
+//! and the reloader) on listeners the caller bound, and runs it until `shutdown` resolves,
+//! then drains. `main` passes the SIGINT/SIGTERM future; a test passes its own.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -13,6 +18,7 @@ use crate::admin::AdminApp;
 use crate::config::ProxyConfig;
 use crate::head_deadline::HeadDeadline;
 use crate::health::HealthChecker;
+use crate::prebound::Prebound;
 use crate::reload::Reloader;
 use crate::service::CanaryProxy;
 use crate::state::ProxyState;
@@ -27,21 +33,53 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error("cookie secret: {0}")]
     Secret(#[from] common::secret::SecretError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot serve on a listener: {0}")]
+    Listener(std::io::Error),
+    #[error("cannot register for SIGHUP: {0}")]
+    Signal(std::io::Error),
 }
 
-/// A server ready to `run`, and the state its services share (for tests and the admin).
-pub struct Proxy {
-    pub server: Server,
-    pub state: Arc<ProxyState>,
+/// The proxy's two listening sockets.
+pub struct Listeners {
+    /// Where clients connect (`proxy.listen`).
+    pub public: TcpListener,
+    /// Metrics, status and the dashboard (`proxy.admin_listen`).
+    pub admin: TcpListener,
 }
 
-pub fn build(config_path: &Path) -> Result<Proxy, StartupError> {
-    let config = ProxyConfig::load(config_path)?;
+impl Listeners {
+    pub fn bind(public: SocketAddr, admin: SocketAddr) -> Result<Self, StartupError> {
+        let bind = |address| {
+            TcpListener::bind(address).map_err(|source| StartupError::Bind { address, source })
+        };
+        Ok(Self {
+            public: bind(public)?,
+            admin: bind(admin)?,
+        })
+    }
+}
+
+/// The state the services share, from a loaded config: the cookie secret is read (or
+/// created) here.
+pub fn state(config_path: PathBuf, config: ProxyConfig) -> Result<Arc<ProxyState>, StartupError> {
     let secret =
         common::secret::load_or_create(COOKIE_SECRET_ENV, &config.proxy.cookie_secret_file)?;
-    let startup = config.startup();
-    let state = ProxyState::new(PathBuf::from(config_path), config, &secret);
+    Ok(ProxyState::new(config_path, config, &secret))
+}
 
+/// Serves on `listeners` until `shutdown` resolves, then finishes what is in flight within
+/// `proxy.shutdown_grace_seconds`; blocks the calling thread (Pingora runs its own runtimes).
+pub fn serve(
+    listeners: Listeners,
+    state: Arc<ProxyState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let startup = &state.startup;
     let conf = ServerConf {
         threads: startup.threads.get(),
         grace_period_seconds: Some(startup.shutdown_grace_seconds.as_secs()),
@@ -58,68 +96,84 @@ pub fn build(config_path: &Path) -> Result<Proxy, StartupError> {
         Arc::clone(&server.configuration),
     );
     http_proxy.handle_init_modules();
-    let mut proxy = Service::new(
+    let proxy = Service::new(
         "canary proxy".to_owned(),
         HeadDeadline {
             inner: Arc::new(http_proxy),
             state: Arc::clone(&state),
         },
     );
-    proxy.add_tcp(&startup.listen.to_string());
-    let mut admin = Service::new(
+    let admin = Service::new(
         "admin".to_owned(),
         AdminApp {
             state: Arc::clone(&state),
         },
     );
-    admin.add_tcp(&startup.admin_listen.to_string());
-    server.add_service(proxy);
-    server.add_service(admin);
+    let public_address = listeners
+        .public
+        .local_addr()
+        .map_err(StartupError::Listener)?;
+    let admin_address = listeners
+        .admin
+        .local_addr()
+        .map_err(StartupError::Listener)?;
+    server.add_service(Prebound::new(proxy, listeners.public).map_err(StartupError::Listener)?);
+    server.add_service(Prebound::new(admin, listeners.admin).map_err(StartupError::Listener)?);
     server.add_service(background_service(
         "health checks",
         HealthChecker {
             state: Arc::clone(&state),
         },
     ));
-    server.add_service(background_service(
-        "config reload",
-        Reloader {
-            state: Arc::clone(&state),
-        },
-    ));
-    tracing::info!(listen = %startup.listen, admin = %startup.admin_listen, "proxy configured");
-    Ok(Proxy { server, state })
+    let reloader = Reloader::new(Arc::clone(&state)).map_err(StartupError::Signal)?;
+    server.add_service(background_service("config reload", reloader));
+
+    tracing::info!(listen = %public_address, admin = %admin_address, "proxy listening");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(OnFuture::new(shutdown)),
+    });
+    Ok(())
 }
 
-/// SIGTERM and SIGINT both finish in-flight requests (within `proxy.shutdown_grace_seconds`).
-pub struct TermOrInt;
+/// Pingora's shutdown trigger, from a future: when it resolves, stop accepting and finish
+/// in-flight requests within the grace period.
+struct OnFuture {
+    future: Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
+}
+
+impl OnFuture {
+    fn new(future: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            future: Mutex::new(Some(Box::pin(future))),
+        }
+    }
+}
 
 #[async_trait::async_trait]
-impl ShutdownSignalWatch for TermOrInt {
+impl ShutdownSignalWatch for OnFuture {
     async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = int.recv() => {},
-                }
-            }
-            _ => std::future::pending::<()>().await,
+        let future = self
+            .future
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match future {
+            Some(future) => future.await,
+            // Pingora asks once; a second ask has nothing left to wait for but the end.
+            None => std::future::pending().await,
         }
-        tracing::info!("shutting down; finishing in-flight requests");
         ShutdownSignal::GracefulTerminate
     }
 }
 
-impl Proxy {
-    /// Serves until `shutdown` says stop, then drains; blocks the calling thread.
-    pub fn run(self, shutdown: Box<dyn ShutdownSignalWatch>) {
-        self.server.run(RunArgs {
-            shutdown_signal: shutdown,
-        });
-    }
+/// Runs `register` (which installs signal handlers, such as
+/// `common::shutdown::signal_future`) in a runtime context of its own, for a caller outside
+/// any runtime: tokio registers handlers process-wide, so what it returns is then woken by
+/// whichever runtime polls it (here, Pingora's).
+pub fn register_signals<T>(register: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    let registrar = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let _entered = registrar.enter();
+    register()
 }

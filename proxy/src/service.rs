@@ -1,20 +1,27 @@
-//! The `ProxyHttp` implementation: refuse at the edge what must be refused, decide the side,
-//! connect (retrying a failed connect once on the other side), and mark the response.
+//! The `ProxyHttp` implementation: the request's steps in order, each a call into a small
+//! module. `request_filter` loads the config generation once, checks the head at the edge
+//! (`edge`), takes the client's in-flight slot, chooses the bucket (`bucket`) and the side
+//! (`routing`), or answers itself (`answer`); `upstream_peer` connects to the chosen side,
+//! retrying a failed connect once on the other; the header filters edit the forwarding
+//! fields (`forwarding`); `logging` counts the request.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::envelope::{ErrorBody, ErrorEnvelope};
 use pingora::ErrorType;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::metrics::Route;
+use crate::answer::{self, ProxyAnswer};
+use crate::bucket;
+use crate::edge;
+use crate::forwarding::{self, Client};
+use crate::metrics::RouteLabel;
 use crate::routing::{self, RouteInput, Side};
 use crate::state::{ClientSlot, Generation, ProxyState};
 use crate::sticky;
@@ -27,7 +34,7 @@ pub struct CanaryProxy {
 pub struct RequestCtx {
     started: Instant,
     generation: Option<Arc<Generation>>,
-    route: Route,
+    route: RouteLabel,
     /// The side being tried now; `None` until decided (or when refused at the edge).
     side: Option<Side>,
     /// The side whose response reached the client; `None` for answers made by the proxy.
@@ -39,97 +46,76 @@ pub struct RequestCtx {
     _slot: Option<ClientSlot>,
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1); Pingora itself manages framing
-/// (`transfer-encoding`, `content-length`) and `connection` towards each side.
-const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
-
-/// Names that the `connection` header lists as hop-by-hop, if there is one (rare).
-fn connection_listed(headers: &http::HeaderMap) -> Vec<String> {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| {
-            !name.is_empty()
-                && !matches!(
-                    name.as_str(),
-                    "close" | "keep-alive" | "transfer-encoding" | "content-length"
-                )
-        })
-        .collect()
-}
-
-/// A body in the contract's error shape, serialised by the type `shared` owns.
-pub(crate) fn json_error(code: &'static str, message: &str) -> Bytes {
-    let body = ErrorEnvelope {
-        error: ErrorBody {
-            code,
-            message: message.to_owned(),
-            details: None,
-        },
-    };
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
-}
-
-/// Answers from the proxy itself, in the contract's error shape, and closes the connection.
-async fn write_error(
-    session: &mut Session,
-    request_id: &str,
-    status: u16,
-    code: &'static str,
-    message: &str,
-    extra: Option<(&'static str, &str)>,
-) -> Result<()> {
-    let body = json_error(code, message);
-    let mut header = ResponseHeader::build(status, Some(4))?;
-    header.insert_header("content-type", "application/json")?;
-    header.insert_header("content-length", body.len().to_string())?;
-    header.insert_header("x-request-id", request_id)?;
-    if let Some((name, value)) = extra {
-        header.insert_header(name, value)?;
-    }
-    session.set_keepalive(None);
+fn client_ip(session: &Session) -> Option<IpAddr> {
     session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+        .client_addr()
+        .and_then(|addr| addr.as_inet())
+        .map(|addr| addr.ip())
 }
 
 impl CanaryProxy {
-    /// Refuses at the edge: answers, then tells Pingora the request is done.
-    async fn refuse(
+    /// The side for this request, or the answer that refuses it. Takes the client's slot and
+    /// prepares the cookie on the way.
+    fn decide(
         &self,
-        session: &mut Session,
-        ctx: &RequestCtx,
-        status: u16,
-        code: &'static str,
-        message: &str,
-        extra: Option<(&'static str, &str)>,
-    ) -> Result<bool> {
-        write_error(session, &ctx.request_id, status, code, message, extra).await?;
-        Ok(true)
+        session: &Session,
+        ctx: &mut RequestCtx,
+        generation: &Generation,
+    ) -> Result<Side, ProxyAnswer> {
+        let live = &generation.settings.proxy;
+        let head = session.req_header();
+        let limits = edge::Limits {
+            max_header_bytes: live.max_header_bytes.as_usize(),
+            max_body_bytes: live.max_body_bytes.as_usize(),
+        };
+        edge::check(&head.method, &head.uri, &head.headers, limits)?;
+        if let Some(ip) = client_ip(session) {
+            let slot = self
+                .state
+                .take_client_slot(ip, live.max_requests_per_client.get());
+            ctx._slot = Some(slot.ok_or(ProxyAnswer::TooManyRequestsFromClient)?);
+        }
+
+        let settings = bucket::Settings {
+            cookie_name: live.cookie_name.as_str(),
+            override_header: live.override_header.get().map(|name| name.as_str()),
+        };
+        let signer = &self.state.signer;
+        let choice = bucket::choose(&head.headers, settings, signer, sticky::random_bucket);
+        if choice.pins_cookie() {
+            ctx.set_cookie = Some(sticky::set_cookie(
+                live.cookie_name.as_str(),
+                &signer.cookie_value(choice.bucket),
+                live.cookie_max_age_seconds,
+                live.cookie_secure,
+            ));
+        }
+
+        let health = &self.state.health;
+        let route = routing::route(RouteInput {
+            bucket: choice.bucket,
+            new_basis_points: generation.settings.new_basis_points(),
+            forced: choice.forced,
+            legacy_up: health.is_up(Side::Legacy),
+            new_up: health.is_up(Side::New),
+        })
+        .ok_or(ProxyAnswer::NoBackend)?;
+        if route.is_failover() {
+            self.state.metrics.failover(route.preferred, route.side);
+        }
+        Ok(route.side)
     }
 
-    fn client_ip(session: &Session) -> Option<IpAddr> {
-        session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip())
+    /// Moves the request to the other side for its one retry, if it has not had it.
+    fn fail_over_once(&self, ctx: &mut RequestCtx, from: Side) -> bool {
+        if ctx.retried {
+            return false;
+        }
+        ctx.retried = true;
+        ctx.side = Some(from.other());
+        self.state.metrics.failover(from, from.other());
+        true
     }
-}
-
-/// The size of a request head as it came on the wire, near enough for a cap.
-fn header_bytes(header: &RequestHeader) -> usize {
-    let target = header
-        .uri
-        .path_and_query()
-        .map_or(1, |pq| pq.as_str().len());
-    let head = target + header.method.as_str().len() + 12;
-    header.headers.iter().fold(head, |sum, (name, value)| {
-        sum + name.as_str().len() + value.len() + 4
-    })
 }
 
 #[async_trait]
@@ -140,7 +126,7 @@ impl ProxyHttp for CanaryProxy {
         RequestCtx {
             started: Instant::now(),
             generation: None,
-            route: Route::of(""),
+            route: RouteLabel::of(""),
             side: None,
             answered_by: None,
             retried: false,
@@ -162,127 +148,28 @@ impl ProxyHttp for CanaryProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // One generation for the whole request, so it sees one consistent config.
         let generation = self.state.live.load_full();
-        let live = &generation.settings.proxy;
-        let header = session.req_header();
-        ctx.route = Route::of(header.uri.path());
+        let head = session.req_header();
+        ctx.route = RouteLabel::of(head.uri.path());
         ctx.request_id = common::request_id::request_id(
-            header.headers.get("x-request-id").map(|v| v.as_bytes()),
+            head.headers
+                .get(common::request_id::HEADER)
+                .map(|v| v.as_bytes()),
         );
-
-        if header_bytes(header) > live.max_header_bytes.as_usize() {
-            self.state.metrics.edge_refusal("header_too_large");
-            ctx.generation = Some(generation);
-            return self
-                .refuse(
-                    session,
-                    ctx,
-                    431,
-                    "HEADERS_TOO_LARGE",
-                    "request headers are too large",
-                    None,
-                )
-                .await;
-        }
-        let declared_length = header
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared_length.is_some_and(|n| n > live.max_body_bytes.get()) {
-            self.state.metrics.edge_refusal("body_too_large");
-            let message = format!("request body is larger than {} bytes", live.max_body_bytes);
-            ctx.generation = Some(generation);
-            return self
-                .refuse(session, ctx, 413, "PAYLOAD_TOO_LARGE", &message, None)
-                .await;
-        }
-        if let Some(ip) = Self::client_ip(session) {
-            match self
-                .state
-                .take_client_slot(ip, live.max_requests_per_client.get())
-            {
-                Some(slot) => ctx._slot = Some(slot),
-                None => {
-                    self.state
-                        .metrics
-                        .edge_refusal("too_many_requests_from_client");
-                    ctx.generation = Some(generation);
-                    return self
-                        .refuse(
-                            session,
-                            ctx,
-                            429,
-                            "RATE_LIMITED",
-                            "too many concurrent requests from this address",
-                            Some(("retry-after", "1")),
-                        )
-                        .await;
-                }
-            }
-        }
-
-        let header = session.req_header();
-        let cookie_bucket = header
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| sticky::find_cookie(v, live.cookie_name.as_str()))
-            .and_then(|value| self.state.signer.verify(value));
-        let forced = live
-            .override_header
-            .get()
-            .and_then(|name| header.headers.get(name))
-            .and_then(|v| Side::parse(v.as_bytes()));
-        let bucket = match cookie_bucket {
-            Some(bucket) => bucket,
-            None => {
-                let bucket = header
-                    .headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| sticky::token_subject(v.as_bytes()))
-                    .map(|sub| self.state.signer.bucket_for_subject(&sub))
-                    .unwrap_or_else(sticky::random_bucket);
-                // The override is for one request and leaves the cookie alone.
-                if forced.is_none() {
-                    ctx.set_cookie = Some(sticky::set_cookie(
-                        live.cookie_name.as_str(),
-                        &self.state.signer.cookie_value(bucket),
-                        live.cookie_max_age_seconds,
-                        live.cookie_secure,
-                    ));
-                }
-                bucket
-            }
-        };
-        let decided = routing::route(RouteInput {
-            bucket,
-            new_basis_points: generation.settings.new_basis_points(),
-            forced,
-            legacy_up: self.state.health.is_up(Side::Legacy),
-            new_up: self.state.health.is_up(Side::New),
-        });
+        let decided = self.decide(session, ctx, &generation);
         ctx.generation = Some(generation);
         match decided {
-            None => {
-                self.state.metrics.edge_refusal("no_backend");
-                self.refuse(
-                    session,
-                    ctx,
-                    503,
-                    "BACKEND_UNAVAILABLE",
-                    "no backend is available",
-                    Some(("retry-after", "1")),
-                )
-                .await
-            }
-            Some(route) => {
-                if route.is_failover() {
-                    self.state.metrics.failover(route.preferred, route.side);
-                }
-                ctx.side = Some(route.side);
+            Ok(side) => {
+                ctx.side = Some(side);
                 Ok(false)
+            }
+            Err(refusal) => {
+                if let Some(reason) = refusal.refusal_reason() {
+                    self.state.metrics.edge_refusal(reason);
+                }
+                answer::write(session, &refusal, &ctx.request_id).await?;
+                Ok(true)
             }
         }
     }
@@ -308,10 +195,7 @@ impl ProxyHttp for CanaryProxy {
         if let Some(side) = ctx.side {
             self.state.metrics.upstream_error(side, "connect");
             // Nothing reached the backend, so even a POST is safe to send to the other once.
-            if !ctx.retried {
-                ctx.retried = true;
-                ctx.side = Some(side.other());
-                self.state.metrics.failover(side, side.other());
+            if self.fail_over_once(ctx, side) {
                 tracing::warn!(backend = side.as_str(), error = %e, "connect failed; trying the other backend");
                 e.set_retry(true);
             }
@@ -345,10 +229,8 @@ impl ProxyHttp for CanaryProxy {
             session.response_written().is_none(),
             ctx.side,
         ) {
-            ctx.retried = true;
-            ctx.side = Some(side.other());
             self.state.metrics.upstream_error(side, "proxy");
-            self.state.metrics.failover(side, side.other());
+            self.fail_over_once(ctx, side);
             e.set_retry(true);
         }
         e
@@ -364,7 +246,10 @@ impl ProxyHttp for CanaryProxy {
         if let (Some(chunk), Some(generation)) = (body, &ctx.generation) {
             ctx.body_bytes += chunk.len();
             if ctx.body_bytes > generation.settings.proxy.max_body_bytes.as_usize() {
-                self.state.metrics.edge_refusal("body_too_large");
+                // `fail_to_proxy` answers it: Pingora's 413 is `ProxyAnswer::BodyTooLarge`.
+                if let Some(reason) = ProxyAnswer::BodyTooLarge.refusal_reason() {
+                    self.state.metrics.edge_refusal(reason);
+                }
                 return Error::e_explain(
                     ErrorType::HTTPStatus(413),
                     "request body over the edge limit",
@@ -380,38 +265,17 @@ impl ProxyHttp for CanaryProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        for name in connection_listed(&upstream.headers) {
-            upstream.remove_header(name.as_str());
-        }
-        for name in HOP_BY_HOP {
-            upstream.remove_header(name);
-        }
-        let client = Self::client_ip(session);
-        let trusted = match (&ctx.generation, client) {
+        let ip = client_ip(session);
+        let trusted = match (&ctx.generation, ip) {
             (Some(generation), Some(ip)) => generation.settings.proxy.trusted_proxies.contains(&ip),
             _ => false,
         };
-        let client = client.map(|ip| ip.to_string()).unwrap_or_default();
-        // A trusted hop may send several header lines; all of them form the list.
-        let previous: Vec<&str> = upstream
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        let forwarded_for = if trusted && !previous.is_empty() {
-            format!("{}, {client}", previous.join(", "))
-        } else {
-            client
+        let client = Client {
+            ip,
+            trusted,
+            request_id: &ctx.request_id,
         };
-        upstream.insert_header("x-forwarded-for", forwarded_for)?;
-        if !trusted || upstream.headers.get("x-forwarded-proto").is_none() {
-            upstream.insert_header("x-forwarded-proto", "http")?;
-        }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+        forwarding::to_backend(upstream, client)
     }
 
     async fn response_filter(
@@ -420,24 +284,15 @@ impl ProxyHttp for CanaryProxy {
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        for name in connection_listed(&response.headers) {
-            response.remove_header(name.as_str());
-        }
-        for name in HOP_BY_HOP {
-            response.remove_header(name);
-        }
         ctx.answered_by = ctx.side;
         let Some(generation) = &ctx.generation else {
+            forwarding::strip_hop_by_hop(response);
             return Ok(());
         };
-        if let (true, Some(side)) = (generation.settings.proxy.served_by_header, ctx.side) {
-            response.insert_header("x-served-by", side.as_str())?;
-        }
-        if let Some(cookie) = ctx.set_cookie.take() {
-            response.append_header("set-cookie", cookie)?;
-        }
-        response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+        let served_by = ctx
+            .side
+            .filter(|_| generation.settings.proxy.served_by_header);
+        forwarding::to_client(response, served_by, ctx.set_cookie.take(), &ctx.request_id)
     }
 
     fn upstream_response_body_filter(
@@ -446,7 +301,7 @@ impl ProxyHttp for CanaryProxy {
         _body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Self::CTX,
-    ) -> Result<Option<std::time::Duration>> {
+    ) -> Result<Option<Duration>> {
         match &ctx.generation {
             Some(g) if ctx.started.elapsed() > g.settings.proxy.total_timeout_ms.get() => {
                 Error::e_explain(
@@ -464,34 +319,19 @@ impl ProxyHttp for CanaryProxy {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let (status, code, message) = match e.etype() {
-            ErrorType::HTTPStatus(413) => (413, "PAYLOAD_TOO_LARGE", "request body is too large"),
-            ErrorType::HTTPStatus(status) => {
-                (*status, "BAD_REQUEST", "the request could not be proxied")
-            }
-            ErrorType::ConnectTimedout
-            | ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError => (503, "BACKEND_UNAVAILABLE", "no backend is available"),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                (504, "BACKEND_TIMEOUT", "the backend did not answer in time")
-            }
-            _ => match e.esource() {
-                ErrorSource::Downstream => (0, "", ""),
-                _ => (502, "BACKEND_ERROR", "the backend failed to answer"),
-            },
-        };
         if let (Some(side), ErrorSource::Upstream) = (ctx.side, e.esource()) {
-            self.state
-                .metrics
-                .upstream_error(side, &format!("{:?}", e.etype()).to_lowercase());
+            let kind = answer::upstream_error_kind(e.etype());
+            self.state.metrics.upstream_error(side, kind);
         }
-        if status > 0 && session.response_written().is_none() {
+        let answer = ProxyAnswer::for_error(e.etype(), e.esource());
+        if let Some(answer) = &answer
+            && session.response_written().is_none()
+        {
             // The client may be gone already; there is nobody left to tell.
-            let _ = write_error(session, &ctx.request_id, status, code, message, None).await;
+            let _ = answer::write(session, answer, &ctx.request_id).await;
         }
         FailToProxy {
-            error_code: status,
+            error_code: answer.map_or(0, |a| a.status().as_u16()),
             can_reuse_downstream: false,
         }
     }

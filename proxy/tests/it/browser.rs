@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use shared::testing::forge;
+use shared::testing::{eventually, forge};
 
-use crate::harness::{Stack, free_port};
+use crate::harness::{Stack, first_printed};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -19,6 +19,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 struct Browser {
     client: Client,
     driver: Child,
+    /// chromedriver's WebDriver port.
+    port: u16,
     _profile: tempfile::TempDir,
 }
 
@@ -41,25 +43,40 @@ impl Browser {
             std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
             "browser tests need Debian's chromium and chromium-driver (scripts/test installs them)"
         );
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        // Port 0: chromedriver binds a free port itself and prints it.
+        let mut driver = Command::new(CHROMEDRIVER)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
+        let stdout = driver.stdout.take().expect("piped stdout");
+        let port: u16 = first_printed(
+            stdout,
+            "chromedriver's port",
+            Duration::from_secs(20),
+            |line| {
+                line.strip_prefix("ChromeDriver was started successfully on port ")?
+                    .trim_end_matches('.')
+                    .parse()
+                    .ok()
+            },
+        )
+        .await;
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
         let http = shared::testing::client::client();
-        while !http
-            .get(format!("{url}/status"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "chromedriver never answered");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            "chromedriver answers",
+            Duration::from_secs(20),
+            async || {
+                http.get(format!("{url}/status"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                    .then_some(())
+            },
+        )
+        .await;
         let profile = tempfile::tempdir().expect("profile folder");
         // Flags as the machine's own browser probe used them: no background networking,
         // which this closed network would refuse.
@@ -89,6 +106,7 @@ impl Browser {
         Self {
             client,
             driver,
+            port,
             _profile: profile,
         }
     }
@@ -101,21 +119,15 @@ impl Browser {
 
     /// Waits (bounded) until the element's text satisfies `accept`, and returns it.
     async fn text_of(&self, css: &str, accept: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let text = match self.client.find(Locator::Css(css)).await {
-                Ok(element) => element.text().await.ok(),
-                Err(_) => None,
-            };
-            if let Some(text) = text.filter(|t| accept(t)) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{css} never showed what was expected"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            &format!("{css} shows what was expected"),
+            Duration::from_secs(15),
+            async || {
+                let element = self.client.find(Locator::Css(css)).await.ok()?;
+                element.text().await.ok().filter(|t| accept(t))
+            },
+        )
+        .await
     }
 
     async fn fill(&self, css: &str, value: &str) {
@@ -198,7 +210,7 @@ async fn the_override_header_sends_a_tester_to_new_at_0_percent() {
         .flatten()
         .expect("a session");
     let http = shared::testing::client::client();
-    let port = browser_port(&browser);
+    let port = browser.port;
     for (command, params) in [
         ("Network.enable", json!({})),
         (
@@ -227,15 +239,6 @@ async fn the_override_header_sends_a_tester_to_new_at_0_percent() {
     browser.text_of("#served-by", |t| t == "new").await;
     browser.screenshot("override-new-at-0-percent").await;
     browser.finish().await;
-}
-
-fn browser_port(browser: &Browser) -> u16 {
-    // chromedriver was started with --port=N; read it back from its command line.
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", browser.driver.id())).expect("cmdline");
-    String::from_utf8_lossy(&cmdline)
-        .split('\0')
-        .find_map(|arg| arg.strip_prefix("--port=").and_then(|p| p.parse().ok()))
-        .expect("a --port argument")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,16 +3,22 @@
 //! the proxy (a client's own are trusted only from `proxy.trusted_proxies`) and hop-by-hop
 //! headers stop at the proxy.
 
+use std::net::Ipv4Addr;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+
+use common::config::value::Bounded;
+use proxy::config::ProxyConfig;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use shared::routes::LOGIN;
 use shared::testing::TestEnv;
 use shared::testing::client::{Answer, client, send};
+use shared::testing::eventually;
 
 use crate::harness::Stack;
-use crate::observability::{admin_status, eventually, scrape, settled_status, value_of};
+use crate::observability::{admin_status, scrape, settled_status, value_of};
 use crate::streaming::{login, start_stream};
 
 fn assert_refused(answer: &Answer, status: u16, code: &str) {
@@ -32,7 +38,10 @@ fn requests_on(status: &Value, side: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_over_the_limit_get_431_headers_too_large() {
-    let stack = Stack::start_with(TestEnv::new(), 0.0, "max_header_bytes = 4096").await;
+    let stack = Stack::start_with(TestEnv::new(), 0.0, |c| {
+        c.proxy.max_header_bytes = Bounded::of(4096)
+    })
+    .await;
     let within = send(
         client()
             .get(stack.url("/health"))
@@ -65,7 +74,10 @@ async fn headers_over_the_limit_get_431_headers_too_large() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_limit_gets_413_payload_too_large_without_reaching_a_backend() {
-    let stack = Stack::start_with(TestEnv::new(), 50.0, "max_body_bytes = 2048").await;
+    let stack = Stack::start_with(TestEnv::new(), 50.0, |c| {
+        c.proxy.max_body_bytes = Bounded::of(2048)
+    })
+    .await;
     let before = settled_status(&stack).await;
     let post = |body: reqwest::Body| {
         client()
@@ -159,7 +171,10 @@ async fn hold_stream(stack: &Stack, token: &str) -> reqwest::Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_its_concurrent_request_cap_gets_429_rate_limited() {
     let env = TestEnv::with(|config| config.generate.local.token_delay_ms = 200);
-    let stack = Stack::start_with(env, 50.0, "max_requests_per_client = 2").await;
+    let stack = Stack::start_with(env, 50.0, |c| {
+        c.proxy.max_requests_per_client = NonZeroU32::new(2).expect("non-zero")
+    })
+    .await;
     let token = login(&stack).await;
     // Two slow streams hold both of this address's slots (their heads have been answered).
     let (first, second) = tokio::join!(hold_stream(&stack, &token), hold_stream(&stack, &token));
@@ -244,34 +259,26 @@ fn values(seen: &Value, name: &str) -> Option<Vec<String>> {
     })
 }
 
-/// Writes `text` and waits (bounded) until the proxy runs it.
-async fn apply(stack: &Stack, text: &str) {
-    let before = stack.generation();
-    stack.write_config(text);
-    eventually("the edit applies", Duration::from_secs(5), async || {
-        (stack.generation() > before).then_some(())
-    })
-    .await;
-}
-
-/// Points `[backends.legacy]` at a fresh echo upstream, with `extra` appended to `[proxy]`;
-/// returns the config text (without `extra`) and the echo's stop handle.
+/// Points `[backends.legacy]` at a fresh echo upstream, with `edit` applied too; returns the
+/// echo's stop handle.
 async fn legacy_is_an_echo(
     stack: &Stack,
-    extra: &str,
-) -> (String, tokio::sync::oneshot::Sender<()>) {
+    edit: impl FnOnce(&mut ProxyConfig),
+) -> tokio::sync::oneshot::Sender<()> {
     let (echo, stop) = start_echo().await;
-    let text = std::fs::read_to_string(&stack.config_path)
-        .expect("read config")
-        .replace(&stack.legacy_addr.to_string(), &echo.to_string());
-    apply(stack, &format!("{text}{extra}")).await;
-    (text, stop)
+    stack
+        .apply(|config| {
+            config.backends.legacy.listen = echo;
+            edit(config);
+        })
+        .await;
+    stop
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_are_set_by_the_proxy_and_hop_by_hop_headers_stop_there() {
     let stack = Stack::start(0.0).await;
-    let (text, _stop_echo) = legacy_is_an_echo(&stack, "").await;
+    let _stop_echo = legacy_is_an_echo(&stack, |_| {}).await;
 
     let (answer, seen) = seen_upstream(
         &stack,
@@ -347,11 +354,9 @@ async fn forwarding_headers_are_set_by_the_proxy_and_hop_by_hop_headers_stop_the
     assert_eq!(answer.header("x-request-id"), Some(ids[0].as_str()));
 
     // From a trusted proxy the chain is appended to and the scheme kept.
-    apply(
-        &stack,
-        &format!("{text}trusted_proxies = [\"127.0.0.1\"]\n"),
-    )
-    .await;
+    stack
+        .apply(|config| config.proxy.trusted_proxies = vec![Ipv4Addr::LOCALHOST.into()])
+        .await;
     let (_, seen) = seen_upstream(
         &stack,
         &[
@@ -386,7 +391,10 @@ async fn forwarding_headers_are_set_by_the_proxy_and_hop_by_hop_headers_stop_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_x_forwarded_for_fields_from_a_trusted_proxy_are_kept_as_one_list() {
     let stack = Stack::start(0.0).await;
-    let (_, _stop_echo) = legacy_is_an_echo(&stack, "trusted_proxies = [\"127.0.0.1\"]\n").await;
+    let _stop_echo = legacy_is_an_echo(&stack, |config| {
+        config.proxy.trusted_proxies = vec![Ipv4Addr::LOCALHOST.into()]
+    })
+    .await;
     // Several fields are one comma-separated list (RFC 9110 §5.3); dropping one loses the
     // hop nearest to the trusted proxy and keeps only what the client wrote.
     let (_, seen) = seen_upstream(

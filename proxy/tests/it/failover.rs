@@ -3,6 +3,10 @@
 //! both sides gone the proxy answers 503 in the contract's error shape instead of hanging.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+
+use common::config::value::Millis;
+use proxy::config::ProxyConfig;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,9 +14,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::json;
 use shared::testing::client::{Answer, client, send};
+use shared::testing::eventually;
 
-use crate::harness::{Stack, free_port};
-use crate::observability::{admin_status, eventually, scrape, value_of};
+use crate::harness::{Refusing, Stack};
+use crate::observability::{admin_status, scrape, value_of};
 
 const COOKIE: &str = "canary_bucket";
 const UNAVAILABLE: &str =
@@ -32,35 +37,15 @@ async fn health(stack: &Stack, cookie: Option<&str>) -> Answer {
     send(request).await
 }
 
-/// The current config with the backends' addresses replaced and the health checks slowed
-/// down so far that they cannot mark anything down during a test.
-fn with_backends(stack: &Stack, legacy: SocketAddr, new: SocketAddr) -> String {
-    let text = std::fs::read_to_string(&stack.config_path).expect("read config");
-    let lines: Vec<String> = text
-        .lines()
-        .map(|line| match line.split_once(" = ") {
-            Some(("interval_ms", _)) => "interval_ms = 60000".to_owned(),
-            Some(("unhealthy_threshold", _)) => "unhealthy_threshold = 100".to_owned(),
-            _ => line
-                .replace(&stack.legacy_addr.to_string(), &legacy.to_string())
-                .replace(&stack.new_addr.to_string(), &new.to_string()),
-        })
-        .collect();
-    lines.join("\n") + "\n"
-}
-
-fn dead_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-/// Writes `text` and waits (bounded) until the proxy runs it.
-async fn apply(stack: &Stack, text: &str) {
-    let before = stack.generation();
-    stack.write_config(text);
-    eventually("the edit applies", Duration::from_secs(5), async || {
-        (stack.generation() > before).then_some(())
-    })
-    .await;
+/// An edit pointing the backends at `legacy` and `new`, with the health checks slowed down
+/// so far that they cannot mark anything down during a test.
+fn with_backends(legacy: SocketAddr, new: SocketAddr) -> impl FnOnce(&mut ProxyConfig) {
+    move |config| {
+        config.backends.legacy.listen = legacy;
+        config.backends.new.listen = new;
+        config.health_check.interval_ms = Millis::of(60_000);
+        config.health_check.unhealthy_threshold = NonZeroU32::new(100).expect("non-zero");
+    }
 }
 
 async fn healthy(stack: &Stack, side: &str) -> bool {
@@ -192,11 +177,10 @@ async fn stopping_one_backend_mid_load_moves_its_users_to_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connect_is_retried_once_on_the_other_backend() {
     let stack = Stack::start(100.0).await;
-    apply(
-        &stack,
-        &with_backends(&stack, stack.legacy_addr, dead_addr()),
-    )
-    .await;
+    let dead = Refusing::bind();
+    stack
+        .apply(with_backends(stack.legacy_addr, dead.addr()))
+        .await;
     let failovers = |samples: &[_]| {
         value_of(
             samples,
@@ -296,7 +280,10 @@ async fn both_backends_down_answers_503_in_the_error_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_backends_unreachable_before_any_check_notices_answers_503_not_a_hang() {
     let stack = Stack::start(50.0).await;
-    apply(&stack, &with_backends(&stack, dead_addr(), dead_addr())).await;
+    let (dead_legacy, dead_new) = (Refusing::bind(), Refusing::bind());
+    stack
+        .apply(with_backends(dead_legacy.addr(), dead_new.addr()))
+        .await;
     for request in [
         client().get(stack.url("/health")),
         client()

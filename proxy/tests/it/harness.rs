@@ -1,25 +1,33 @@
 //! Starts the whole stack in-process: both backends on port 0 over one `TestEnv`, and the
-//! proxy (which cannot report its port) on free ports found first, waited on until it answers.
+//! proxy on two listeners the test binds on port 0 and hands to `proxy::server::serve`, so
+//! no port is ever picked, released and hoped to be still free. Also: the real proxy binary
+//! as a child process, for what only a process can show (signals), and a loopback address
+//! that refuses connections.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use common::config::value::{Bounded, Millis, Seconds};
+use proxy::config::{Percent, ProxyConfig};
+use proxy::server::Listeners;
 use proxy::state::ProxyState;
-use shared::testing::{TestEnv, TestServer};
-use tokio::sync::Notify;
+use shared::testing::client::client;
+use shared::testing::{TestEnv, TestServer, eventually};
 
 pub use legacy_backend::testing::start as start_legacy;
 pub use new_backend::testing::start as start_new;
 
-/// A port nobody listens on right now (Pingora binds by address, so the test picks one).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+const LOOPBACK_ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// The proxy's public and admin listeners, bound on free loopback ports.
+pub fn bind_listeners() -> Listeners {
+    Listeners::bind(LOOPBACK_ANY_PORT, LOOPBACK_ANY_PORT).expect("bind the proxy's listeners")
 }
 
 fn addr_of(server: &TestServer) -> SocketAddr {
@@ -30,14 +38,23 @@ fn addr_of(server: &TestServer) -> SocketAddr {
         .expect("a socket address")
 }
 
-/// Shuts the proxy down when notified.
-struct TestShutdown(Arc<Notify>);
+/// A loopback address where a socket is bound but nothing listens, so every connect is
+/// refused; held (so no one else can take the port) until dropped.
+pub struct Refusing {
+    socket: tokio::net::TcpSocket,
+}
 
-#[async_trait::async_trait]
-impl ShutdownSignalWatch for TestShutdown {
-    async fn recv(&self) -> ShutdownSignal {
-        self.0.notified().await;
-        ShutdownSignal::FastShutdown
+impl Refusing {
+    pub fn bind() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(LOOPBACK_ANY_PORT)
+            .expect("bind a loopback port");
+        Self { socket }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().expect("a bound address")
     }
 }
 
@@ -45,7 +62,7 @@ pub struct RunningProxy {
     pub base_url: String,
     pub admin_url: String,
     pub state: Arc<ProxyState>,
-    stop: Arc<Notify>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -57,7 +74,9 @@ impl RunningProxy {
 
 impl Drop for RunningProxy {
     fn drop(&mut self) {
-        self.stop.notify_one();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -75,37 +94,67 @@ pub struct Stack {
     pub proxy: RunningProxy,
 }
 
-/// The proxy's config for these backends; `extra` is appended inside `[proxy]`.
-pub fn config_text(
-    stack_addrs: (SocketAddr, SocketAddr),
-    ports: (u16, u16),
+/// The proxy's config for these backends and listeners at `new_percent`, with health checks
+/// quick enough for tests; tests edit the struct, never the text.
+pub fn proxy_config(
+    backends: (SocketAddr, SocketAddr),
+    listeners: &Listeners,
     new_percent: f64,
-    extra: &str,
-) -> String {
-    let (legacy, new) = stack_addrs;
-    let (listen, admin) = ports;
-    format!(
-        "[backends.legacy]\nlisten = \"{legacy}\"\n[backends.new]\nlisten = \"{new}\"\n\
-         [routing]\nnew_percent = {new_percent}\n\
-         [health_check]\ninterval_ms = 100\ntimeout_ms = 200\nunhealthy_threshold = 2\nhealthy_threshold = 1\n\
-         [proxy]\nlisten = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
-         threads = 2\nshutdown_grace_seconds = 0\nconnect_timeout_ms = 300\n{extra}\n"
-    )
+) -> ProxyConfig {
+    let address = |listener: &std::net::TcpListener| listener.local_addr().expect("an address");
+    let mut config = ProxyConfig::default();
+    config.backends.legacy.listen = backends.0;
+    config.backends.new.listen = backends.1;
+    config.routing.new_percent = percent(new_percent);
+    config.health_check.interval_ms = Millis::of(100);
+    config.health_check.timeout_ms = Millis::of(200);
+    config.health_check.unhealthy_threshold = NonZeroU32::new(2).expect("non-zero");
+    config.health_check.healthy_threshold = NonZeroU32::MIN;
+    config.proxy.listen = address(&listeners.public);
+    config.proxy.admin_listen = address(&listeners.admin);
+    config.proxy.threads = NonZeroUsize::new(2).expect("non-zero");
+    config.proxy.shutdown_grace_seconds = Seconds::of(0);
+    config.proxy.connect_timeout_ms = Millis::of(300);
+    config
 }
 
-/// Starts a proxy on `config_path` in its own thread and waits until it answers.
-pub async fn start_proxy(config_path: &std::path::Path) -> RunningProxy {
-    let config = proxy::config::ProxyConfig::load(config_path).expect("valid proxy config");
-    let built = proxy::server::build(config_path).expect("proxy builds");
-    let state = Arc::clone(&built.state);
-    let stop = Arc::new(Notify::new());
-    let watch = TestShutdown(Arc::clone(&stop));
-    let thread = std::thread::spawn(move || built.run(Box::new(watch)));
+pub fn percent(value: f64) -> Percent {
+    Percent::from_percent(value).expect("a valid percentage")
+}
+
+/// Writes `config` to `path` atomically (write, then rename), as an editor that saves well does.
+pub fn write_config(path: &Path, config: &ProxyConfig) {
+    write_config_text(path, &toml::to_string(config).expect("a config serialises"));
+}
+
+pub fn write_config_text(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+/// Serves the proxy of `config_path` on `listeners` in its own thread (`serve` blocks) until
+/// dropped, and waits until it answers.
+pub async fn start_proxy(config_path: &Path, listeners: Listeners) -> RunningProxy {
+    let config = ProxyConfig::load(config_path).expect("valid proxy config");
+    let state = proxy::server::state(config_path.to_owned(), config).expect("the proxy's state");
+    let url = |listener: &std::net::TcpListener| {
+        format!("http://{}", listener.local_addr().expect("an address"))
+    };
+    let (base_url, admin_url) = (url(&listeners.public), url(&listeners.admin));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let serving = Arc::clone(&state);
+    let thread = std::thread::spawn(move || {
+        proxy::server::serve(listeners, serving, shutdown).expect("the proxy serves");
+    });
     let running = RunningProxy {
-        base_url: format!("http://{}", config.proxy.listen),
-        admin_url: format!("http://{}", config.proxy.admin_listen),
+        base_url,
+        admin_url,
         state,
-        stop,
+        stop: Some(stop),
         thread: Some(thread),
     };
     wait_until_answers(&format!("{}/admin/status", running.admin_url)).await;
@@ -115,31 +164,35 @@ pub async fn start_proxy(config_path: &std::path::Path) -> RunningProxy {
 
 /// Polls `url` until it answers at all (bounded), so tests never guess a start-up time.
 pub async fn wait_until_answers(url: &str) {
-    let client = shared::testing::client::client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get(url).send().await.is_err() {
-        assert!(Instant::now() < deadline, "{url} never answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let client = client();
+    eventually(
+        &format!("{url} answers"),
+        Duration::from_secs(20),
+        async || client.get(url).send().await.ok().map(drop),
+    )
+    .await;
 }
 
 impl Stack {
     pub async fn start(new_percent: f64) -> Self {
-        Self::start_with(TestEnv::new(), new_percent, "").await
+        Self::start_with(TestEnv::new(), new_percent, |_| {}).await
     }
 
-    pub async fn start_with(env: TestEnv, new_percent: f64, proxy_extra: &str) -> Self {
+    /// A stack whose proxy config is `edit`ed before the proxy starts.
+    pub async fn start_with(
+        env: TestEnv,
+        new_percent: f64,
+        edit: impl FnOnce(&mut ProxyConfig),
+    ) -> Self {
         let legacy = start_legacy(&env).await;
         let new = start_new(&env).await;
         let (legacy_addr, new_addr) = (addr_of(&legacy), addr_of(&new));
         let config_path = env.dir().join("proxy.toml");
-        let ports = (free_port(), free_port());
-        std::fs::write(
-            &config_path,
-            config_text((legacy_addr, new_addr), ports, new_percent, proxy_extra),
-        )
-        .expect("write the proxy config");
-        let proxy = start_proxy(&config_path).await;
+        let listeners = bind_listeners();
+        let mut config = proxy_config((legacy_addr, new_addr), &listeners, new_percent);
+        edit(&mut config);
+        write_config(&config_path, &config);
+        let proxy = start_proxy(&config_path, listeners).await;
         Self {
             env,
             legacy: Some(legacy),
@@ -151,26 +204,33 @@ impl Stack {
         }
     }
 
-    /// Rewrites the config with another percentage, atomically (write, then rename).
-    pub fn write_config(&self, text: &str) {
-        let tmp = self.config_path.with_extension("tmp");
-        std::fs::write(&tmp, text).expect("write config");
-        std::fs::rename(&tmp, &self.config_path).expect("rename config");
+    /// The config in the proxy's file now.
+    pub fn config(&self) -> ProxyConfig {
+        ProxyConfig::load(&self.config_path).expect("the stack's config is valid")
     }
 
-    pub fn config_for(&self, new_percent: f64) -> String {
-        let current = std::fs::read_to_string(&self.config_path).expect("read config");
-        current
-            .lines()
-            .map(|line| {
-                if line.starts_with("new_percent") {
-                    format!("new_percent = {new_percent}")
-                } else {
-                    line.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+    pub fn write_config(&self, config: &ProxyConfig) {
+        write_config(&self.config_path, config);
+    }
+
+    /// For what the structs cannot hold: invalid or half-written files.
+    pub fn write_config_text(&self, text: &str) {
+        write_config_text(&self.config_path, text);
+    }
+
+    /// Edits the config in the file and waits (bounded) until the proxy runs the edit;
+    /// returns how long that took.
+    pub async fn apply(&self, edit: impl FnOnce(&mut ProxyConfig)) -> Duration {
+        let mut config = self.config();
+        edit(&mut config);
+        let before = self.generation();
+        let started = Instant::now();
+        self.write_config(&config);
+        eventually("the edit applies", Duration::from_secs(5), async || {
+            (self.generation() != before).then_some(())
+        })
+        .await;
+        started.elapsed()
     }
 
     pub fn generation(&self) -> u64 {
@@ -179,18 +239,8 @@ impl Stack {
 
     /// Writes a new percentage and waits (bounded) until the proxy runs it.
     pub async fn set_percent(&self, new_percent: f64) -> Duration {
-        let before = self.generation();
-        let started = Instant::now();
-        self.write_config(&self.config_for(new_percent));
-        let deadline = started + Duration::from_secs(5);
-        while self.generation() == before {
-            assert!(
-                Instant::now() < deadline,
-                "the edit to {new_percent} % was never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        started.elapsed()
+        self.apply(|config| config.routing.new_percent = percent(new_percent))
+            .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -204,23 +254,139 @@ pub async fn contract_stack(env: &TestEnv, new_percent: f64) -> TestServer {
     let legacy = start_legacy(env).await;
     let new = start_new(env).await;
     let config_path = env.dir().join("proxy.toml");
-    let ports = (free_port(), free_port());
-    let text = config_text(
-        (addr_of(&legacy), addr_of(&new)),
-        ports,
-        new_percent,
-        "max_header_bytes = 163840",
-    );
-    std::fs::write(&config_path, text).expect("write the proxy config");
-    let proxy = start_proxy(&config_path).await;
-    let addr = proxy
-        .base_url
-        .trim_start_matches("http://")
-        .parse()
-        .expect("address");
+    let listeners = bind_listeners();
+    let addr = listeners.public.local_addr().expect("an address");
+    let mut config = proxy_config((addr_of(&legacy), addr_of(&new)), &listeners, new_percent);
+    config.proxy.max_header_bytes = Bounded::of(160 * 1024);
+    write_config(&config_path, &config);
+    let proxy = start_proxy(&config_path, listeners).await;
     TestServer::new(addr, move || {
         drop(proxy);
         drop(legacy);
         drop(new);
     })
+}
+
+/// Reads `output` line by line on a thread of its own, which drains it to the end (so the
+/// child never blocks on a full pipe), and returns the first value `find` takes from a line;
+/// fails, showing what was printed, if none comes within `limit`.
+pub async fn first_printed<T: Send + 'static>(
+    output: impl Read + Send + 'static,
+    what: &str,
+    limit: Duration,
+    find: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> T {
+    let (lines, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            // Once the caller has what it wanted nobody receives; keep draining anyway.
+            let _ = lines.send(line);
+        }
+    });
+    let found = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match printed.recv_timeout(left) {
+                Ok(line) => match find(&line) {
+                    Some(value) => return Ok(value),
+                    None => seen.push(line),
+                },
+                Err(_) => return Err(seen),
+            }
+        }
+    })
+    .await
+    .expect("the output reader");
+    found.unwrap_or_else(|seen| {
+        panic!(
+            "never printed {what} within {limit:?}; printed:\n{}",
+            seen.join("\n")
+        )
+    })
+}
+
+/// The proxy binary as a child process, on its own config with loopback ports chosen by the
+/// system (it prints them when listening); killed and reaped when dropped, panics included.
+pub struct ChildProxy {
+    child: Child,
+    pub admin_url: String,
+    _dir: tempfile::TempDir,
+    /// Held while the child runs, so its health checks reach nothing else.
+    _backends: [Refusing; 2],
+}
+
+impl ChildProxy {
+    /// Starts the binary with backends that refuse every connection (what is tested here
+    /// needs none) and waits until its admin listener answers.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let (legacy, new) = (Refusing::bind(), Refusing::bind());
+        let config_path = dir.path().join("proxy.toml");
+        let mut config = ProxyConfig::default();
+        config.backends.legacy.listen = legacy.addr();
+        config.backends.new.listen = new.addr();
+        // Port 0: the binary binds where the system says and logs the addresses it got.
+        config.proxy.listen = LOOPBACK_ANY_PORT;
+        config.proxy.admin_listen = LOOPBACK_ANY_PORT;
+        config.proxy.threads = NonZeroUsize::MIN;
+        config.proxy.shutdown_grace_seconds = Seconds::of(0);
+        write_config(&config_path, &config);
+        let child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--log-format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the proxy binary starts");
+        let mut running = Self {
+            child,
+            admin_url: String::new(),
+            _dir: dir,
+            _backends: [legacy, new],
+        };
+        let stdout = running.child.stdout.take().expect("piped stdout");
+        let admin = first_printed(
+            stdout,
+            "its listening addresses",
+            Duration::from_secs(20),
+            |line| {
+                let event: serde_json::Value = serde_json::from_str(line).ok()?;
+                (event["message"] == "proxy listening")
+                    .then(|| event["admin"].as_str().map(str::to_owned))?
+            },
+        )
+        .await;
+        running.admin_url = format!("http://{admin}");
+        wait_until_answers(&format!("{}/admin/status", running.admin_url)).await;
+        running
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, ...) to this child only.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
+    /// Waits (bounded) until the child has exited, and returns how.
+    pub async fn exited(&mut self, limit: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        eventually("the proxy binary exits", limit, async || {
+            child.try_wait().expect("the child's status")
+        })
+        .await
+    }
+}
+
+impl Drop for ChildProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,18 +1,25 @@
 //! The admin listener: `/metrics` is valid Prometheus text with the series needed to compare
 //! the two backends, and `/admin/status` reports the generation, weight, health and counts.
-//! The helpers here (status, scrape, bounded polling) are shared by the other proxy tests.
+//! The helpers here (status, scrape, the exposition parser) are shared by the other proxy
+//! tests.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use shared::testing::client::{Answer, client, send};
+use shared::testing::eventually;
 
 use crate::harness::Stack;
 
 /// `GET {admin}/admin/status` as JSON.
 pub(crate) async fn admin_status(stack: &Stack) -> Value {
-    let answer = send(client().get(format!("{}/admin/status", stack.proxy.admin_url))).await;
+    admin_status_at(&stack.proxy.admin_url).await
+}
+
+/// `GET {admin_url}/admin/status` as JSON, from any proxy.
+pub(crate) async fn admin_status_at(admin_url: &str) -> Value {
+    let answer = send(client().get(format!("{admin_url}/admin/status"))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("content-type"), Some("application/json"));
     answer.json()
@@ -39,7 +46,12 @@ pub(crate) async fn settled_status(stack: &Stack) -> Value {
 
 /// `GET {admin}/metrics`, parsed strictly.
 pub(crate) async fn scrape(stack: &Stack) -> Vec<Sample> {
-    let answer = send(client().get(format!("{}/metrics", stack.proxy.admin_url))).await;
+    scrape_at(&stack.proxy.admin_url).await
+}
+
+/// `GET {admin_url}/metrics`, parsed strictly, from any proxy.
+pub(crate) async fn scrape_at(admin_url: &str) -> Vec<Sample> {
+    let answer = send(client().get(format!("{admin_url}/metrics"))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let content_type = answer.header("content-type").unwrap_or_default();
     assert!(
@@ -57,22 +69,6 @@ pub(crate) fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) 
         .collect();
     assert!(found.len() <= 1, "{name} {labels:?} matches {found:?}");
     found.first().map(|s| s.value)
-}
-
-/// Polls `check` every 20 ms until it yields a value; fails after `limit`.
-pub(crate) async fn eventually<T>(
-    what: &str,
-    limit: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One sample line: `name{labels} value`.

@@ -1,5 +1,6 @@
 //! Hot reload: a weight change applies within a second under load without failing a request,
-//! an invalid edit keeps the running config, and a half-written file does not stick.
+//! an invalid edit keeps the running config, and a half-written file does not stick. The
+//! binary itself reloads on SIGHUP and stops cleanly on SIGTERM and SIGINT.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -7,11 +8,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use shared::testing::client::{client, send};
+use shared::testing::eventually;
 
-use crate::harness::Stack;
-use crate::observability::{admin_status, eventually, scrape, value_of};
+use proxy::config::ProxyConfig;
 
-/// `text` with its `new_percent` line set to `percent`.
+use crate::harness::{ChildProxy, Stack, percent};
+use crate::observability::{admin_status, admin_status_at, scrape, scrape_at, value_of};
+
+/// `text` with its `new_percent` line set to `percent`: for the edits the config structs
+/// cannot hold (an out-of-range weight).
 fn with_percent(text: &str, percent: &str) -> String {
     let replaced: Vec<String> = text
         .lines()
@@ -176,7 +181,7 @@ async fn an_invalid_edit_is_refused_and_the_running_routing_stays() {
     ];
     for (what, text) in invalid_edits {
         let errors = reload_errors(&admin_status(&stack).await);
-        stack.write_config(&text);
+        stack.write_config_text(&text);
         eventually(
             &format!("{what} is refused"),
             Duration::from_secs(5),
@@ -199,7 +204,9 @@ async fn an_invalid_edit_is_refused_and_the_running_routing_stays() {
     assert!(refused.is_some_and(|n| n >= 3.0), "{refused:?}");
 
     // A valid edit after the refusals applies.
-    stack.write_config(&with_percent(&valid, "0"));
+    let mut edit = ProxyConfig::parse(&valid, &stack.config_path).expect("valid");
+    edit.routing.new_percent = percent(0.0);
+    stack.write_config(&edit);
     eventually(
         "the valid edit applies",
         Duration::from_secs(5),
@@ -215,7 +222,6 @@ async fn an_invalid_edit_is_refused_and_the_running_routing_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_written_file_does_not_stick() {
     let stack = Stack::start(0.0).await;
-    let valid = std::fs::read_to_string(&stack.config_path).expect("read config");
     let cut_in_half = |text: &str| {
         // Cut inside a table header, so the half is certainly not a valid config.
         let cut = text.find("[health_check]").expect("a health_check section") + 7;
@@ -223,7 +229,12 @@ async fn a_half_written_file_does_not_stick() {
     };
 
     // An editor writing in place: the first half, then at once the whole text.
-    let full = with_percent(&valid, "100");
+    let with_percent = |value: f64| {
+        let mut config = stack.config();
+        config.routing.new_percent = percent(value);
+        toml::to_string(&config).expect("a config serialises")
+    };
+    let full = with_percent(100.0);
     let half = cut_in_half(&full);
     assert!(
         proxy::config::ProxyConfig::parse(&half, &stack.config_path).is_err(),
@@ -242,7 +253,7 @@ async fn a_half_written_file_does_not_stick() {
     assert_eq!(side_now(&stack).await, "new");
 
     // The same, but the reloader certainly reads the half file first (and refuses it).
-    let full = with_percent(&valid, "0");
+    let full = with_percent(0.0);
     let half = cut_in_half(&full);
     let errors = reload_errors(&admin_status(&stack).await);
     let generation = stack.generation();
@@ -270,27 +281,45 @@ async fn a_half_written_file_does_not_stick() {
     assert_eq!(side_now(&stack).await, "legacy");
 }
 
+/// `counts.reloads.ok` of a proxy's `/admin/status`.
+async fn reloads_ok(admin_url: &str) -> u64 {
+    admin_status_at(admin_url).await["counts"]["reloads"]["ok"]
+        .as_u64()
+        .expect("counts.reloads.ok")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config() {
-    // Our own listener first, so that SIGHUP can never take the default action (exit) on
-    // this test process while the proxy's reloader is still registering its own.
-    let _ours = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("a SIGHUP listener");
-    let stack = Stack::start(0.0).await;
-    let reloads = || stack.proxy.state.metrics.reload_count(true);
-    let before = reloads();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // The real binary in its own process, so the signal goes to it and to nothing else.
+    let proxy = ChildProxy::start().await;
+    let before = reloads_ok(&proxy.admin_url).await;
     // The file is unchanged, so only SIGHUP's forced reload can count one.
-    while reloads() == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SIGHUP did not reload"
-        );
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &std::process::id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    proxy.signal("HUP");
+    eventually(
+        "SIGHUP reloads the config",
+        Duration::from_secs(5),
+        async || (reloads_ok(&proxy.admin_url).await > before).then_some(()),
+    )
+    .await;
+    assert_eq!(reloads_ok(&proxy.admin_url).await, before + 1);
+    let samples = scrape_at(&proxy.admin_url).await;
+    assert_eq!(
+        value_of(&samples, "proxy_config_reloads_total", &[("result", "ok")]),
+        Some((before + 1) as f64)
+    );
+    assert_eq!(
+        admin_status_at(&proxy.admin_url).await["generation"],
+        1,
+        "the same content makes no new generation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_stop_the_binary_cleanly() {
+    for signal in ["TERM", "INT"] {
+        let mut proxy = ChildProxy::start().await;
+        proxy.signal(signal);
+        let status = proxy.exited(Duration::from_secs(10)).await;
+        assert!(status.success(), "after SIG{signal}: {status}");
     }
 }

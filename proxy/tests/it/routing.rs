@@ -1,6 +1,7 @@
 //! Weighted, sticky routing through the proxy: the split, stickiness by cookie and by token
 //! subject, monotonic buckets, forged cookies, the override header and `x-served-by`.
 
+use common::config::value::OptionalHeaderName;
 use futures::StreamExt;
 use serde_json::json;
 use shared::testing::client::{Answer, client, send};
@@ -160,8 +161,11 @@ async fn the_override_header_forces_a_side_without_touching_the_cookie() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_override_header_and_served_by_can_be_switched_off() {
     let env = shared::testing::TestEnv::new();
-    let stack =
-        Stack::start_with(env, 0.0, "override_header = \"\"\nserved_by_header = false").await;
+    let stack = Stack::start_with(env, 0.0, |c| {
+        c.proxy.override_header = OptionalHeaderName::off();
+        c.proxy.served_by_header = false;
+    })
+    .await;
     let answer = send(client().get(stack.url("/health")).header("x-canary", "new")).await;
     assert_eq!(answer.json()["backend"], "legacy");
     assert_eq!(answer.header("x-served-by"), None);
