@@ -20,9 +20,10 @@ use super::client::Answer;
 /// Generates one `#[tokio::test]` per contract case, each against a fresh server that
 /// `$start(&TestEnv) -> TestServer` starts.
 ///
-/// The `@each` arm holds the one list of cases, `module::case`; it feeds both the tests
-/// (`@tests`) and [`CASES`] (`@names`), and a unit test below checks that list against every
-/// `pub async fn` in this folder, so a new case cannot be left out.
+/// The `@each` arm holds the one list of cases, `module::case`, each run in `TestEnv::new()`
+/// unless `in env` names a function of its module that makes its environment. The list feeds
+/// both the tests (`@tests`) and [`CASES`] (`@names`), and a unit test below checks it against
+/// every `pub async fn` in this folder, so a new case cannot be left out.
 #[macro_export]
 macro_rules! contract_tests {
     ($start:path) => {
@@ -46,8 +47,8 @@ macro_rules! contract_tests {
             login::login_odd_input_is_a_clear_client_error,
             login::login_lengths_count_characters,
             login::token_verifies_in_an_independent_library,
-            throttle::login_throttle_locks_then_unlocks,
-            throttle::login_success_resets_the_throttle,
+            throttle::login_throttle_locks_then_unlocks in a_short_window,
+            throttle::login_success_resets_the_throttle in a_long_window,
             flood::verify_is_not_starved_by_a_login_flood,
             verify::verify_accepts_the_header,
             verify::verify_accepts_the_body_when_there_is_no_header,
@@ -63,18 +64,24 @@ macro_rules! contract_tests {
             generate::generate_rate_limit_counts_down_then_429,
         }
     };
-    (@tests [$start:path] $($module:ident :: $case:ident),* $(,)?) => {
+    (@tests [$start:path] $($module:ident :: $case:ident $(in $env:ident)?),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let env = $crate::testing::TestEnv::new();
+                let env = $crate::contract_tests!(@env $module $($env)?);
                 let server = $start(&env).await;
                 $crate::testing::contract::$module::$case(&server, &env).await;
             }
         )*
     };
-    (@names [] $($module:ident :: $case:ident),* $(,)?) => {
+    (@names [] $($module:ident :: $case:ident $(in $env:ident)?),* $(,)?) => {
         &[$(concat!(stringify!($module), "::", stringify!($case))),*]
+    };
+    (@env $module:ident) => {
+        $crate::testing::TestEnv::new()
+    };
+    (@env $module:ident $env:ident) => {
+        $crate::testing::contract::$module::$env()
     };
 }
 
