@@ -1,5 +1,6 @@
 //! `POST /api/auth/login`: the token it mints, and every way a request can be refused.
 
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::{INVALID_CREDENTIALS, assert_answer, error, login_body, validation};
@@ -191,9 +192,28 @@ pub async fn login_refuses_oversized_bodies(server: &TestServer, _: &TestEnv) {
             "request body is larger than 65536 bytes",
         ),
     );
-    // A megabyte is refused the same way, without being read whole.
+    // A megabyte is refused the same way.
     let megabyte = login_body("demo@example.com", &"x".repeat(1024 * 1024));
     assert_eq!(post_json(server, LOGIN, &megabyte, None).await.status, 413);
+    // A body that never ends cannot be read whole: it is refused once it passes the limit.
+    let over_the_limit = bytes::Bytes::from(vec![b' '; 70 * 1024]);
+    let endless = futures::stream::iter([Ok::<_, std::io::Error>(over_the_limit)])
+        .chain(futures::stream::pending());
+    let request = client()
+        .post(server.url(LOGIN))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(endless));
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(60), send(request))
+        .await
+        .expect("an answer before the body ends, which it never does");
+    assert_answer(
+        &answer,
+        413,
+        &error(
+            "PAYLOAD_TOO_LARGE",
+            "request body is larger than 65536 bytes",
+        ),
+    );
 }
 
 pub async fn login_odd_input_is_a_clear_client_error(server: &TestServer, _: &TestEnv) {
