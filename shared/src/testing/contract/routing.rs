@@ -38,6 +38,9 @@ pub async fn request_id_is_kept_or_generated(server: &TestServer, _: &TestEnv) {
             .header("x-request-id")
             .is_some_and(|id| id.len() >= 16)
     );
+    // Generated per request: a fixed id would pass the check above.
+    let again = get(server, "/nowhere").await;
+    assert_ne!(again.header("x-request-id"), minted.header("x-request-id"));
 }
 
 pub async fn unknown_route_is_404(server: &TestServer, _: &TestEnv) {
