@@ -3,15 +3,19 @@
 
 use serde_json::{Value, json};
 use shared::routes;
-use shared::testing::client::{Answer, client, demo_token, post_json, send};
+use shared::testing::client::{Answer, client, demo_token, get, post_json, send};
 use shared::testing::{TestEnv, TestServer, forge};
 
 /// Both backends on one environment, as deployed: one SQLite file, one secret.
 async fn both(env: &TestEnv) -> (TestServer, TestServer) {
-    (
-        legacy_backend::testing::start(env).await,
-        new_backend::testing::start(env).await,
-    )
+    let legacy = legacy_backend::testing::start(env).await;
+    let new = new_backend::testing::start(env).await;
+    // `normalise` hides which backend answered: make sure these really are the two, or every
+    // comparison below would pass by comparing one backend with itself.
+    for (server, name) in [(&legacy, "legacy"), (&new, "new")] {
+        assert_eq!(get(server, routes::HEALTH).await.json()["backend"], name);
+    }
+    (legacy, new)
 }
 
 /// One request of the corpus; `{token}` in a header or body stands for a valid token.
@@ -254,7 +258,8 @@ async fn the_generate_budget_is_one_per_user_across_both_backends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_throttling_is_shared_across_both_backends() {
-    let env = TestEnv::new();
+    // A window no run outlasts, so the failures below all count.
+    let env = TestEnv::with(|c| c.auth.login_throttle.window_seconds = 3600);
     let (legacy, new) = both(&env).await;
     let wrong = json!({"email": "demo@example.com", "password": "wrong"});
     let max = env.config.auth.login_throttle.max_failures;

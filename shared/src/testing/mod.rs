@@ -86,21 +86,62 @@ impl Drop for TestServer {
 }
 
 /// Polls `check` every 20 ms until it yields a value, and returns it; fails the test, naming
-/// `what`, once `limit` has passed. The one way tests wait for something to become true.
+/// `what`, once `limit` has passed, also when a check is still running then. The one way tests
+/// wait for something to become true. Its clock is tokio's, so it also works in paused time.
 pub async fn eventually<T>(
     what: &str,
     limit: std::time::Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
 ) -> T {
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if let Some(value) = check().await {
-            return value;
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Some(value)) => return value,
+            Ok(None) => {}
+            Err(_) => panic!("never happened within {limit:?}: {what} (the last check hung)"),
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "never happened within {limit:?}: {what}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::eventually;
+
+    #[tokio::test(start_paused = true)]
+    async fn eventually_returns_the_first_value_a_check_yields() {
+        let mut checks = 0;
+        let value = eventually("the third check", Duration::from_secs(1), async || {
+            checks += 1;
+            (checks == 3).then_some(checks * 10)
+        })
+        .await;
+        assert_eq!((value, checks), (30, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "never happened within 1s: the impossible")]
+    async fn eventually_fails_naming_what_never_happened() {
+        eventually(
+            "the impossible",
+            Duration::from_secs(1),
+            async || None::<()>,
+        )
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "never happened within 1s: an answer (the last check hung)")]
+    async fn eventually_fails_when_a_check_hangs() {
+        eventually("an answer", Duration::from_secs(1), async || {
+            std::future::pending::<Option<()>>().await
+        })
+        .await;
     }
 }
