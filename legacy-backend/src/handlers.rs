@@ -2,7 +2,8 @@
 
 use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
-use shared::{ApiError, Incoming, Service, routes};
+use shared::endpoint::Methods;
+use shared::{ApiError, Incoming, Service};
 
 use crate::reply::into_response;
 
@@ -62,7 +63,7 @@ pub async fn not_found() -> HttpResponse {
 pub async fn post_only() -> HttpResponse {
     into_response(
         ApiError::MethodNotAllowed {
-            allow: routes::ALLOW_POST,
+            allow: Methods::Post,
         }
         .into_reply(),
     )
@@ -71,7 +72,7 @@ pub async fn post_only() -> HttpResponse {
 pub async fn get_only() -> HttpResponse {
     into_response(
         ApiError::MethodNotAllowed {
-            allow: routes::ALLOW_GET,
+            allow: Methods::Get,
         }
         .into_reply(),
     )

@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::response::Response;
-use shared::{ApiError, Incoming, Service, routes};
+use shared::endpoint::Methods;
+use shared::{ApiError, Incoming, Service};
 
 use crate::reply::into_response;
 
@@ -52,7 +53,7 @@ pub async fn not_found() -> Response {
 pub async fn post_only() -> Response {
     into_response(
         ApiError::MethodNotAllowed {
-            allow: routes::ALLOW_POST,
+            allow: Methods::Post,
         }
         .into_reply(),
     )
@@ -61,7 +62,7 @@ pub async fn post_only() -> Response {
 pub async fn get_only() -> Response {
     into_response(
         ApiError::MethodNotAllowed {
-            allow: routes::ALLOW_GET,
+            allow: Methods::Get,
         }
         .into_reply(),
     )

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod endpoint;
 pub mod error;
 pub mod generate;
 pub mod metrics;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use http::StatusCode;
 
 use super::{Service, unix_now};
 use crate::api::{DeltaEvent, DoneEvent, GenerateRequest, GenerateResponse};
@@ -79,7 +80,7 @@ impl Service {
             .metrics
             .tokens_generated(provider.name(), generation.usage.output_tokens);
         Ok(Reply::json(
-            200,
+            StatusCode::OK,
             &GenerateResponse {
                 id: generation_id(),
                 model: generation.model,

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use futures::Stream;
+use http::StatusCode;
 
 use super::{Service, unix_now};
 use crate::api::{LoginRequest, LoginResponse};
@@ -82,7 +83,7 @@ impl Service {
         let token = inner.tokens.sign(&claims)?;
         tracing::info!(user = %user.id, "login succeeded");
         Ok(Reply::json(
-            200,
+            StatusCode::OK,
             &LoginResponse {
                 token,
                 token_type: "Bearer",

@@ -2,16 +2,23 @@
 //! and the frontend page.
 
 use bytes::Bytes;
+use http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
+use http::{HeaderValue, StatusCode};
 
 use super::Service;
 use crate::api::HealthResponse;
-use crate::reply::{APPLICATION_JSON, Reply};
+use crate::reply::{APPLICATION_JSON, NO_CACHE, Reply};
+
+/// The Prometheus text exposition format, version 0.0.4.
+const PROMETHEUS_TEXT: HeaderValue =
+    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 
 impl Service {
     /// `GET /health`.
     pub fn health(&self) -> Reply {
         Reply::json(
-            200,
+            StatusCode::OK,
             &HealthResponse {
                 status: "ok",
                 backend: self.inner.backend.as_str(),
@@ -23,8 +30,8 @@ impl Service {
     /// `GET /metrics`.
     pub fn metrics_text(&self) -> Reply {
         Reply::full(
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
+            StatusCode::OK,
+            PROMETHEUS_TEXT,
             Bytes::from(self.inner.metrics.render()),
         )
     }
@@ -33,18 +40,21 @@ impl Service {
     /// unchanged against either backend, and through the proxy.
     pub fn frontend(&self) -> Reply {
         Reply::full(
-            200,
-            "text/html; charset=utf-8",
+            StatusCode::OK,
+            HTML,
             Bytes::from_static(include_bytes!("../../web/index.html")),
         )
         .with_headers([
-            ("cache-control", "no-cache".to_owned()),
-            ("x-content-type-options", "nosniff".to_owned()),
+            (CACHE_CONTROL, NO_CACHE),
+            (
+                X_CONTENT_TYPE_OPTIONS,
+                const { HeaderValue::from_static("nosniff") },
+            ),
         ])
     }
 
     /// `GET /openapi.json`.
     pub fn openapi(&self) -> Reply {
-        Reply::full(200, APPLICATION_JSON, self.inner.openapi.clone())
+        Reply::full(StatusCode::OK, APPLICATION_JSON, self.inner.openapi.clone())
     }
 }

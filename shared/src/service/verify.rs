@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use futures::Stream;
+use http::StatusCode;
 
 use super::{Service, unix_now};
 use crate::api::{UserView, VerifyFailure, VerifyRequest, VerifyResponse};
@@ -22,7 +23,7 @@ impl Service {
             Err(error @ ApiError::Token { .. }) => {
                 let headers = error.headers();
                 Reply::json(
-                    401,
+                    StatusCode::UNAUTHORIZED,
                     &VerifyFailure {
                         valid: false,
                         error: error.body(),
@@ -53,7 +54,7 @@ impl Service {
             (None, None) => return Err(tokens::missing()),
         };
         Ok(Reply::json(
-            200,
+            StatusCode::OK,
             &VerifyResponse {
                 valid: true,
                 expires_at: rfc3339(claims.exp),
