@@ -16,6 +16,7 @@ mod verify;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::Stream;
 
 use crate::auth::passwords::{PasswordError, Passwords};
 use crate::auth::secret::{self, SecretError};
@@ -24,11 +25,14 @@ use crate::auth::tokens::Tokens;
 use crate::auth::users::{User, Users};
 use crate::config::{Config, ProviderKind};
 use crate::db::{Database, StoreError};
+use crate::endpoint::Endpoint;
 use crate::generate::anthropic::{API_KEY_ENV, AnthropicProvider};
 use crate::generate::local::LocalProvider;
 use crate::generate::{Provider, ProviderError};
 use crate::metrics::Metrics;
 use crate::ratelimit::{RateLimitStore, SqliteRateLimitStore};
+use crate::reply::Reply;
+use crate::request::Incoming;
 
 /// The environment variable that, when set, overrides `auth.secret_file`.
 pub const JWT_SECRET_ENV: &str = "JWT_SECRET";
@@ -133,6 +137,24 @@ impl Service {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// `endpoint`'s answer to `request`; the adapters route every endpoint here. The GET
+    /// endpoints never read the request.
+    pub async fn answer<B, E>(&self, endpoint: Endpoint, request: Incoming<'_, B>) -> Reply
+    where
+        B: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        match endpoint {
+            Endpoint::Login => self.login(request).await,
+            Endpoint::Verify => self.verify(request).await,
+            Endpoint::Generate => self.generate(request).await,
+            Endpoint::Frontend => self.frontend(),
+            Endpoint::Health => self.health(),
+            Endpoint::Metrics => self.metrics_text(),
+            Endpoint::OpenApi => self.openapi(),
+        }
     }
 
     fn body_limit(&self) -> usize {
