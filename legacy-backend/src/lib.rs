@@ -9,6 +9,7 @@ pub mod testing;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use shared::Service;
 use shared::endpoint::Endpoint;
@@ -25,13 +26,16 @@ pub fn spawn(
     let grace = Duration::from_secs(service.config().server.shutdown_grace_seconds);
     let data = web::Data::new(service);
     let mut server = HttpServer::new(move || {
+        let observed = data.clone();
         Endpoint::ALL
             .into_iter()
             .fold(App::new(), |app, endpoint| {
                 app.service(handlers::resource(endpoint))
             })
             .app_data(data.clone())
-            .wrap(actix_web::middleware::from_fn(middleware::observe))
+            .wrap(from_fn(move |request, next| {
+                middleware::observe(observed.clone(), request, next)
+            }))
             .default_service(web::to(handlers::not_found))
     })
     .shutdown_timeout(grace.as_secs())

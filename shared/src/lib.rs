@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod error;
 pub mod generate;
 pub mod metrics;
+pub mod observation;
 pub mod openapi;
 pub mod ratelimit;
 pub mod reply;
