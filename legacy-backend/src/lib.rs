@@ -6,9 +6,9 @@ mod reply;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::pin;
 
-use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use shared::Service;
@@ -16,16 +16,16 @@ use shared::endpoint::Endpoint;
 
 pub use shared;
 
-/// Starts serving `service` on `listener`; the returned `Server` resolves when it stops, and
-/// its handle stops it gracefully. Unless `handle_signals` is false, SIGINT/SIGTERM stop it too.
-pub fn spawn(
+/// Serves `service` on `listener` until `shutdown` resolves, then stops accepting and lets the
+/// requests in flight, streams included, finish within the shutdown grace before it returns.
+pub async fn serve(
     listener: std::net::TcpListener,
     service: Service,
-    handle_signals: bool,
-) -> std::io::Result<Server> {
-    let grace = Duration::from_secs(service.config().server.shutdown_grace_seconds);
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let data = web::Data::new(service);
-    let mut server = HttpServer::new(move || {
+    let grace = data.shutdown_grace();
+    let server = HttpServer::new(move || {
         let observed = data.clone();
         Endpoint::ALL
             .into_iter()
@@ -38,10 +38,21 @@ pub fn spawn(
             }))
             .default_service(web::to(handlers::not_found))
     })
-    .shutdown_timeout(grace.as_secs())
-    .listen(listener)?;
-    if !handle_signals {
-        server = server.disable_signals();
+    // `shutdown` alone stops the server: actix's own handlers would stop it on SIGINT without
+    // the grace, so the two signals would not behave alike.
+    .disable_signals()
+    // actix counts the grace in whole seconds; rounding up never cuts a request short.
+    .shutdown_timeout(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+    .listen(listener)?
+    .run();
+    let stop = server.handle();
+    let mut server = pin!(server);
+    tokio::select! {
+        ended = &mut server => return ended,
+        () = shutdown => {}
     }
-    Ok(server.run())
+    // The server future carries the stop out (no new connections, then the workers finish
+    // what they hold), so it is polled alongside.
+    let ((), stopped) = tokio::join!(stop.stop(true), server);
+    stopped
 }

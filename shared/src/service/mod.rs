@@ -14,6 +14,7 @@ mod meta;
 mod verify;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -155,6 +156,11 @@ impl Service {
             Endpoint::Metrics => self.metrics_text(),
             Endpoint::OpenApi => self.openapi(),
         }
+    }
+
+    /// How long a server that was told to stop lets its requests in flight finish.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.inner.config.server.shutdown_grace_seconds)
     }
 
     fn body_limit(&self) -> usize {
