@@ -1,6 +1,6 @@
-//! The legacy backend's binary: start (flags, logging, config, bind), then serve until SIGINT
-//! or SIGTERM.
+//! The legacy backend's binary: flags, logging, config, bind, then serve until SIGINT/SIGTERM.
 
+use anyhow::Context;
 use shared::BackendName;
 
 /// glibc's allocator spends a sixth of the proxy's CPU on its arena locks under load
@@ -13,7 +13,9 @@ fn main() -> anyhow::Result<()> {
     // What `#[actix_web::main]` would do, spelled out so that the blocking start above runs
     // before the runtime rather than on it.
     actix_web::rt::System::new().block_on(async {
-        legacy_backend::serve(listener, service, common::shutdown::signal_future()?).await
-    })?;
-    Ok(())
+        let shutdown = common::shutdown::signal_future().context("cannot listen for signals")?;
+        legacy_backend::serve(listener, service, shutdown)
+            .await
+            .context("the legacy backend failed")
+    })
 }

@@ -1,5 +1,4 @@
-//! The new backend's binary: start (flags, logging, config, bind), then serve until SIGINT or
-//! SIGTERM.
+//! The new backend's binary: flags, logging, config, bind, then serve until SIGINT/SIGTERM.
 
 use anyhow::Context;
 use shared::BackendName;
@@ -14,7 +13,9 @@ fn main() -> anyhow::Result<()> {
     // Built after the blocking start above, so that none of it runs on an async worker.
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        new_backend::serve(listener, service, common::shutdown::signal_future()?).await
-    })?;
-    Ok(())
+        let shutdown = common::shutdown::signal_future().context("cannot listen for signals")?;
+        new_backend::serve(listener, service, shutdown)
+            .await
+            .context("the new backend failed")
+    })
 }

@@ -168,6 +168,8 @@ impl BackendProcess {
         let log = std::fs::File::create(log_path(folder.path())).expect("create the log file");
         let addr = free_loopback_addr();
         let child = Command::new(binary)
+            // Any path the config leaves relative lands in the temporary folder too.
+            .current_dir(folder.path())
             .arg("--config")
             .arg(&config)
             .arg("--listen")
