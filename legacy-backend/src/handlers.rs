@@ -1,78 +1,36 @@
 //! Handlers: extract what `Service` needs, call it, turn its `Reply` into a response.
 
-use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use actix_web::{HttpRequest, HttpResponse, web};
-use shared::{ApiError, Incoming, Service, routes};
+use actix_web::http::header::HeaderValue;
+use actix_web::web::{self, Data, Payload};
+use actix_web::{HttpRequest, HttpResponse, Resource};
+use shared::endpoint::{self, Endpoint, Methods};
+use shared::{Incoming, Service};
 
 use crate::reply::into_response;
 
-fn incoming(request: &HttpRequest, body: web::Payload) -> Incoming<'_, web::Payload> {
-    let headers = request.headers();
-    Incoming {
-        authorization: headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
-        content_type: headers.get(CONTENT_TYPE).map(|v| v.as_bytes()),
-        body,
-    }
-}
-
-pub async fn login(
-    service: web::Data<Service>,
-    request: HttpRequest,
-    body: web::Payload,
-) -> HttpResponse {
-    into_response(service.login(incoming(&request, body)).await)
-}
-
-pub async fn verify(
-    service: web::Data<Service>,
-    request: HttpRequest,
-    body: web::Payload,
-) -> HttpResponse {
-    into_response(service.verify(incoming(&request, body)).await)
-}
-
-pub async fn generate(
-    service: web::Data<Service>,
-    request: HttpRequest,
-    body: web::Payload,
-) -> HttpResponse {
-    into_response(service.generate(incoming(&request, body)).await)
-}
-
-pub async fn frontend(service: web::Data<Service>) -> HttpResponse {
-    into_response(service.frontend())
-}
-
-pub async fn health(service: web::Data<Service>) -> HttpResponse {
-    into_response(service.health())
-}
-
-pub async fn metrics(service: web::Data<Service>) -> HttpResponse {
-    into_response(service.metrics_text())
-}
-
-pub async fn openapi(service: web::Data<Service>) -> HttpResponse {
-    into_response(service.openapi())
+/// `endpoint` on its methods, answered by `Service`; any other method gets the contract's 405.
+pub fn resource(endpoint: Endpoint) -> Resource {
+    let answer = move |service: Data<Service>, request: HttpRequest, body: Payload| async move {
+        let headers = request.headers();
+        let incoming = Incoming::new(
+            |name| headers.get(name.as_str()).map(HeaderValue::as_bytes),
+            body,
+        );
+        into_response(service.answer(endpoint, incoming).await)
+    };
+    let methods = endpoint.methods();
+    let resource = web::resource(endpoint.path());
+    let resource = match methods {
+        Methods::Post => resource.route(web::post().to(answer)),
+        Methods::Get => resource
+            .route(web::get().to(answer))
+            .route(web::head().to(answer)),
+    };
+    resource.default_service(web::to(
+        move || async move { into_response(methods.refusal()) },
+    ))
 }
 
 pub async fn not_found() -> HttpResponse {
-    into_response(ApiError::NotFound.into_reply())
-}
-
-pub async fn post_only() -> HttpResponse {
-    into_response(
-        ApiError::MethodNotAllowed {
-            allow: routes::ALLOW_POST,
-        }
-        .into_reply(),
-    )
-}
-
-pub async fn get_only() -> HttpResponse {
-    into_response(
-        ApiError::MethodNotAllowed {
-            allow: routes::ALLOW_GET,
-        }
-        .into_reply(),
-    )
+    into_response(endpoint::not_found())
 }

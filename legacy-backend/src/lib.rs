@@ -6,65 +6,53 @@ mod reply;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::pin;
 
-use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use shared::{Service, routes};
+use shared::Service;
+use shared::endpoint::Endpoint;
 
 pub use shared;
 
-/// Starts serving `service` on `listener`; the returned `Server` resolves when it stops, and
-/// its handle stops it gracefully. Unless `handle_signals` is false, SIGINT/SIGTERM stop it too.
-pub fn spawn(
+/// Serves `service` on `listener` until `shutdown` resolves, then stops accepting and lets the
+/// requests in flight, streams included, finish within the shutdown grace before it returns.
+pub async fn serve(
     listener: std::net::TcpListener,
     service: Service,
-    handle_signals: bool,
-) -> std::io::Result<Server> {
-    let grace = Duration::from_secs(service.config().server.shutdown_grace_seconds);
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let data = web::Data::new(service);
-    let mut server = HttpServer::new(move || {
-        App::new()
+    let grace = data.shutdown_grace();
+    let server = HttpServer::new(move || {
+        let observed = data.clone();
+        Endpoint::ALL
+            .into_iter()
+            .fold(App::new(), |app, endpoint| {
+                app.service(handlers::resource(endpoint))
+            })
             .app_data(data.clone())
-            .wrap(actix_web::middleware::from_fn(middleware::observe))
-            .service(post(routes::LOGIN, handlers::login))
-            .service(post(routes::VERIFY, handlers::verify))
-            .service(post(routes::GENERATE, handlers::generate))
-            .service(get(routes::INDEX, handlers::frontend))
-            .service(get(routes::HEALTH, handlers::health))
-            .service(get(routes::METRICS, handlers::metrics))
-            .service(get(routes::OPENAPI, handlers::openapi))
+            .wrap(from_fn(move |request, next| {
+                middleware::observe(observed.clone(), request, next)
+            }))
             .default_service(web::to(handlers::not_found))
     })
-    .shutdown_timeout(grace.as_secs())
-    .listen(listener)?;
-    if !handle_signals {
-        server = server.disable_signals();
+    // `shutdown` alone stops the server: actix's own handlers would stop it on SIGINT without
+    // the grace, so the two signals would not behave alike.
+    .disable_signals()
+    // actix counts the grace in whole seconds; rounding up never cuts a request short.
+    .shutdown_timeout(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+    .listen(listener)?
+    .run();
+    let stop = server.handle();
+    let mut server = pin!(server);
+    tokio::select! {
+        ended = &mut server => return ended,
+        () = shutdown => {}
     }
-    Ok(server.run())
-}
-
-/// A POST-only route; other methods get 405 with `allow: POST`.
-fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(handlers::post_only))
-}
-
-/// A GET route, which answers HEAD too; other methods get 405 with `allow: GET, HEAD`.
-fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .route(web::get().to(handler.clone()))
-        .route(web::head().to(handler))
-        .default_service(web::to(handlers::get_only))
+    // The server future carries the stop out (no new connections, then the workers finish
+    // what they hold), so it is polled alongside.
+    let ((), stopped) = tokio::join!(stop.stop(true), server);
+    stopped
 }

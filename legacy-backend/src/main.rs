@@ -1,27 +1,21 @@
-//! The legacy backend's binary: flags, config, bind, serve until SIGINT/SIGTERM.
+//! The legacy backend's binary: flags, logging, config, bind, then serve until SIGINT/SIGTERM.
 
 use anyhow::Context;
-use clap::Parser;
-use shared::cli::ServeArgs;
-use shared::{BackendName, Service};
+use shared::BackendName;
 
 /// glibc's allocator spends a sixth of the proxy's CPU on its arena locks under load
 /// (measured with perf); mimalloc's per-thread heaps do not contend.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
-    let args = ServeArgs::parse();
-    shared::telemetry::init(args.log_format);
-    let config = args.load_config()?;
-    let addr = args.listen_addr(&config, BackendName::Legacy);
-    let service =
-        Service::new(config, BackendName::Legacy).context("cannot start the legacy backend")?;
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, "legacy backend listening");
-    // actix-web stops on SIGINT/SIGTERM itself, finishing in-flight requests within the grace.
-    legacy_backend::spawn(listener, service, true)?.await?;
-    Ok(())
+fn main() -> anyhow::Result<()> {
+    let (listener, service) = shared::cli::start(BackendName::Legacy)?;
+    // What `#[actix_web::main]` would do, spelled out so that the blocking start above runs
+    // before the runtime rather than on it.
+    actix_web::rt::System::new().block_on(async {
+        let shutdown = common::shutdown::signal_future().context("cannot listen for signals")?;
+        legacy_backend::serve(listener, service, shutdown)
+            .await
+            .context("the legacy backend failed")
+    })
 }

@@ -1,68 +1,33 @@
 //! Handlers: extract what `Service` needs, call it, turn its `Reply` into a response.
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
 use axum::response::Response;
-use shared::{ApiError, Incoming, Service, routes};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use shared::endpoint::{self, Endpoint, Methods};
+use shared::{Incoming, Service};
 
 use crate::reply::into_response;
 
-fn incoming(headers: &HeaderMap, body: Body) -> Incoming<'_, axum::body::BodyDataStream> {
-    Incoming {
-        authorization: headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
-        content_type: headers.get(CONTENT_TYPE).map(|v| v.as_bytes()),
-        body: body.into_data_stream(),
-    }
-}
-
-pub async fn login(State(service): State<Service>, headers: HeaderMap, body: Body) -> Response {
-    into_response(service.login(incoming(&headers, body)).await)
-}
-
-pub async fn verify(State(service): State<Service>, headers: HeaderMap, body: Body) -> Response {
-    into_response(service.verify(incoming(&headers, body)).await)
-}
-
-pub async fn generate(State(service): State<Service>, headers: HeaderMap, body: Body) -> Response {
-    into_response(service.generate(incoming(&headers, body)).await)
-}
-
-pub async fn frontend(State(service): State<Service>) -> Response {
-    into_response(service.frontend())
-}
-
-pub async fn health(State(service): State<Service>) -> Response {
-    into_response(service.health())
-}
-
-pub async fn metrics(State(service): State<Service>) -> Response {
-    into_response(service.metrics_text())
-}
-
-pub async fn openapi(State(service): State<Service>) -> Response {
-    into_response(service.openapi())
+/// `endpoint` on its methods, answered by `Service`; any other method gets the contract's 405.
+pub fn route(endpoint: Endpoint) -> MethodRouter<Service> {
+    let answer = move |State(service): State<Service>, request: Request| async move {
+        let (head, body) = request.into_parts();
+        let incoming = Incoming::new(
+            |name| head.headers.get(name).map(HeaderValue::as_bytes),
+            body.into_data_stream(),
+        );
+        into_response(service.answer(endpoint, incoming).await)
+    };
+    let methods = endpoint.methods();
+    // `on(GET, …)` answers HEAD too, as `axum::routing::get` does.
+    let filter = match methods {
+        Methods::Post => MethodFilter::POST,
+        Methods::Get => MethodFilter::GET,
+    };
+    on(filter, answer).fallback(move || async move { into_response(methods.refusal()) })
 }
 
 pub async fn not_found() -> Response {
-    into_response(ApiError::NotFound.into_reply())
-}
-
-pub async fn post_only() -> Response {
-    into_response(
-        ApiError::MethodNotAllowed {
-            allow: routes::ALLOW_POST,
-        }
-        .into_reply(),
-    )
-}
-
-pub async fn get_only() -> Response {
-    into_response(
-        ApiError::MethodNotAllowed {
-            allow: routes::ALLOW_GET,
-        }
-        .into_reply(),
-    )
+    into_response(endpoint::not_found())
 }

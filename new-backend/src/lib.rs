@@ -6,25 +6,23 @@ mod reply;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
+use std::pin::pin;
 
 use axum::Router;
-use axum::handler::Handler;
-use axum::routing::{MethodFilter, MethodRouter, on};
-use shared::{Service, routes};
+use shared::Service;
+use shared::endpoint::Endpoint;
+use tokio::sync::oneshot;
 
 pub use shared;
 
 /// Every route of the contract; anything else is 404, a wrong method 405, in the contract's shape.
 pub fn app(service: Service) -> Router {
-    Router::new()
-        .route(routes::LOGIN, post(handlers::login))
-        .route(routes::VERIFY, post(handlers::verify))
-        .route(routes::GENERATE, post(handlers::generate))
-        .route(routes::INDEX, get(handlers::frontend))
-        .route(routes::HEALTH, get(handlers::health))
-        .route(routes::METRICS, get(handlers::metrics))
-        .route(routes::OPENAPI, get(handlers::openapi))
+    Endpoint::ALL
+        .into_iter()
+        .fold(Router::new(), |router, endpoint| {
+            router.route(endpoint.path(), handlers::route(endpoint))
+        })
         .fallback(handlers::not_found)
         .layer(axum::middleware::from_fn_with_state(
             service.clone(),
@@ -33,23 +31,33 @@ pub fn app(service: Service) -> Router {
         .with_state(service)
 }
 
-/// A POST-only route; other methods get 405 with `allow: POST`.
-fn post<H: Handler<T, Service>, T: 'static>(handler: H) -> MethodRouter<Service> {
-    on(MethodFilter::POST, handler).fallback(handlers::post_only)
-}
-
-/// A GET route, which answers HEAD too; other methods get 405 with `allow: GET, HEAD`.
-fn get<H: Handler<T, Service>, T: 'static>(handler: H) -> MethodRouter<Service> {
-    axum::routing::get(handler).fallback(handlers::get_only)
-}
-
-/// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves `service` on `listener` until `shutdown` resolves, then stops accepting and lets the
+/// requests in flight, streams included, finish within the shutdown grace before it returns.
+/// Connections still open after the grace are left to the runtime, which a binary ends then.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     service: Service,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(service))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let grace = service.shutdown_grace();
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    // axum wants a `Send + 'static` signal; `shutdown` need not be one, so it is relayed.
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = axum::serve(listener, app(service)).with_graceful_shutdown(async {
+        let _ = stopped.await;
+    });
+    let mut server = pin!(server.into_future());
+    tokio::select! {
+        ended = &mut server => return ended,
+        () = shutdown => {}
+    }
+    let _ = stop.send(());
+    match tokio::time::timeout(grace, server).await {
+        Ok(ended) => ended,
+        Err(_) => {
+            tracing::warn!("grace period over; dropping the requests still in flight");
+            Ok(())
+        }
+    }
 }

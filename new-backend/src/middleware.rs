@@ -1,16 +1,11 @@
-//! Per request: keep or mint `x-request-id`, open a log span with it, and record the metrics.
-
-use std::time::Instant;
+//! Per request: `shared`'s `Observation` (request id, log span, metrics) around the handler.
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use shared::Service;
-use shared::metrics::OTHER_ROUTE;
+use shared::observation::{Observation, REQUEST_ID};
 use tracing::Instrument;
-
-const REQUEST_ID: &str = "x-request-id";
 
 pub async fn observe(
     State(service): State<Service>,
@@ -18,20 +13,13 @@ pub async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
-    let id = shared::request::request_id(request.headers().get(REQUEST_ID).map(|v| v.as_bytes()));
-    let route = matched.as_ref().map_or(OTHER_ROUTE, |m| m.as_str());
-    let method = request.method().clone();
-    let span = tracing::info_span!("request", id = %id, method = %method, route);
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    service
-        .metrics()
-        .observe_http(route, method.as_str(), status, elapsed.as_secs_f64());
-    span.in_scope(|| tracing::info!(status, elapsed_us = elapsed.as_micros() as u64, "answered"));
-    if let Ok(value) = HeaderValue::try_from(id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+    let observation = Observation::start(
+        request.headers().get(REQUEST_ID).map(|id| id.as_bytes()),
+        request.method().as_str(),
+        matched.as_ref().map(MatchedPath::as_str),
+    );
+    let mut response = next.run(request).instrument(observation.span()).await;
+    let (name, id) = observation.finish(service.metrics(), response.status().as_u16());
+    response.headers_mut().insert(name, id);
     response
 }

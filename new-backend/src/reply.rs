@@ -1,9 +1,11 @@
 //! The few lines that turn `shared`'s framework-free `Reply` into an axum response.
+//!
+//! axum speaks the same `http` crate as `Reply`, so status and headers move over as they are:
+//! nothing here can fail or drop a header.
 
 use std::convert::Infallible;
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
 use shared::{Reply, ReplyBody};
@@ -14,13 +16,8 @@ pub fn into_response(reply: Reply) -> Response {
         ReplyBody::Stream(stream) => Body::from_stream(stream.map(Ok::<_, Infallible>)),
     };
     let mut response = Response::new(body);
-    *response.status_mut() =
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = response.headers_mut();
-    for (name, value) in reply.headers {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.append(HeaderName::from_static(name), value);
-        }
-    }
+    *response.status_mut() = reply.status;
+    // `extend` appends, so a name given twice is sent twice, as the legacy backend does.
+    response.headers_mut().extend(reply.headers);
     response
 }

@@ -1,11 +1,13 @@
-//! The command line both backend binaries share.
+//! The command line both backend binaries share, and everything they do before serving.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
+
 use crate::config::{Config, ConfigError};
-use crate::service::BackendName;
-use crate::telemetry::LogFormat;
+use crate::service::{BackendName, Service, StartupError};
+use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, clap::Parser)]
 pub struct ServeArgs {
@@ -17,6 +19,40 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+}
+
+/// Why a backend binary could not start serving; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot start the {backend} backend: {source}", backend = .backend.as_str())]
+    Service {
+        backend: BackendName,
+        source: StartupError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What a backend binary does before it serves: parse the flags, start logging, load the
+/// config, build the `Service`, bind the listener. Blocking (the config file, the database,
+/// a password hash), so a binary calls it before it starts its async runtime.
+pub fn start(backend: BackendName) -> Result<(TcpListener, Service), LaunchError> {
+    let args = ServeArgs::parse();
+    telemetry::init(args.log_format);
+    let config = args.load_config()?;
+    let addr = args.listen_addr(&config, backend);
+    let service =
+        Service::new(config, backend).map_err(|source| LaunchError::Service { backend, source })?;
+    let listener =
+        TcpListener::bind(addr).map_err(|source| LaunchError::Listen { addr, source })?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    tracing::info!(%addr, "{} backend listening", backend.as_str());
+    Ok((listener, service))
 }
 
 impl ServeArgs {

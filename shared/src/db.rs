@@ -9,6 +9,8 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
+use crate::error::ApiError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create database folder {path}: {source}")]
@@ -22,6 +24,13 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// A store failure is the server's fault: a 500, its detail logged and never sent.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::internal(error)
+    }
 }
 
 const SCHEMA: &str = "

@@ -1,7 +1,10 @@
 //! The one error type of the API and its one mapping to status, code, headers and JSON body.
 
 pub use common::envelope::{ErrorBody, ErrorEnvelope, FieldError};
+use http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderName, HeaderValue, StatusCode};
 
+use crate::endpoint::Methods;
 use crate::reply::Reply;
 
 /// Why a bearer token was refused; each kind has its own code.
@@ -27,7 +30,7 @@ pub enum ApiError {
     #[error("no such route")]
     NotFound,
     #[error("method not allowed")]
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed { allow: Methods },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("content-type must be application/json")]
@@ -66,19 +69,19 @@ impl ApiError {
         Self::Internal(detail.to_string())
     }
 
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> StatusCode {
         match self {
-            Self::Validation(_) => 400,
-            Self::InvalidCredentials | Self::Token { .. } => 401,
-            Self::NotFound => 404,
-            Self::MethodNotAllowed { .. } => 405,
-            Self::PayloadTooLarge { .. } => 413,
-            Self::UnsupportedMediaType => 415,
-            Self::RateLimited { .. } => 429,
-            Self::UpstreamError => 502,
-            Self::UpstreamUnavailable => 503,
-            Self::UpstreamTimeout => 504,
-            Self::Internal(_) => 500,
+            Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidCredentials | Self::Token { .. } => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamError => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -116,13 +119,16 @@ impl ApiError {
     }
 
     /// Headers the contract attaches to this error.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         match self {
-            Self::MethodNotAllowed { allow } => vec![("allow", (*allow).to_owned())],
+            Self::MethodNotAllowed { allow } => vec![(ALLOW, allow.header_value())],
             Self::RateLimited { retry_after_secs } => {
-                vec![("retry-after", retry_after_secs.to_string())]
+                vec![(RETRY_AFTER, HeaderValue::from(*retry_after_secs))]
             }
-            Self::Token { .. } => vec![("www-authenticate", "Bearer".to_owned())],
+            Self::Token { .. } => vec![(
+                WWW_AUTHENTICATE,
+                const { HeaderValue::from_static("Bearer") },
+            )],
             _ => Vec::new(),
         }
     }

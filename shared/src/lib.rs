@@ -6,15 +6,19 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod endpoint;
 pub mod error;
 pub mod generate;
 pub mod metrics;
+pub mod observation;
 pub mod openapi;
 pub mod ratelimit;
 pub mod reply;
 pub mod request;
 pub mod service;
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod server_tests;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 

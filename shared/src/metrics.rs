@@ -37,7 +37,8 @@ impl LoginOutcome {
     }
 }
 
-fn method_label(method: &str) -> &'static str {
+/// A bounded label for `method`: the common methods by name, any other as `other`.
+pub(crate) fn method_label(method: &str) -> &'static str {
     match method {
         "GET" => "GET",
         "POST" => "POST",
@@ -108,7 +109,7 @@ impl Metrics {
         }
     }
 
-    /// Called by each adapter's middleware once the response head is ready.
+    /// Called by `Observation::finish` once the response head is ready.
     pub fn observe_http(&self, route: &str, method: &str, status: u16, seconds: f64) {
         let status = status.to_string();
         let labels = [route, method_label(method), status.as_str()];

@@ -4,10 +4,16 @@
 //! the SQLite file (enough on one host) can be replaced by a networked store.
 
 use async_trait::async_trait;
+use http::{HeaderName, HeaderValue};
 use rusqlite::{OptionalExtension, TransactionBehavior};
 
 use crate::config::TokenBucketConfig;
 use crate::db::{Database, StoreError};
+
+// The IETF draft's names (draft-ietf-httpapi-ratelimit-headers), which both backends send.
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The outcome of one request against a bucket, with what the rate-limit headers report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,12 +28,12 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         // `retry-after` belongs to the 429 itself (`ApiError::RateLimited`).
         vec![
-            ("ratelimit-limit", self.limit.to_string()),
-            ("ratelimit-remaining", self.remaining.to_string()),
-            ("ratelimit-reset", self.reset_secs.to_string()),
+            (RATELIMIT_LIMIT, HeaderValue::from(self.limit)),
+            (RATELIMIT_REMAINING, HeaderValue::from(self.remaining)),
+            (RATELIMIT_RESET, HeaderValue::from(self.reset_secs)),
         ]
     }
 }

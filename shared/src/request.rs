@@ -3,6 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use http::HeaderName;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
 pub use common::request_id::request_id;
@@ -14,6 +16,18 @@ pub struct Incoming<'a, B> {
     pub authorization: Option<&'a [u8]>,
     pub content_type: Option<&'a [u8]>,
     pub body: B,
+}
+
+impl<'a, B> Incoming<'a, B> {
+    /// The headers `Service` reads, looked up with `header` in the framework's header map, and
+    /// the body stream.
+    pub fn new(header: impl Fn(&HeaderName) -> Option<&'a [u8]>, body: B) -> Self {
+        Self {
+            authorization: header(&AUTHORIZATION),
+            content_type: header(&CONTENT_TYPE),
+            body,
+        }
+    }
 }
 
 /// The token of an `authorization: Bearer …` header (scheme matched case-insensitively).

@@ -9,12 +9,21 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
+use crate::error::ApiError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
     #[error("password hashing: {0}")]
     Hash(argon2::password_hash::Error),
     #[error("the password hashing threads are gone")]
     PoolGone,
+}
+
+/// A hashing failure is the server's fault: a 500, its detail logged and never sent.
+impl From<PasswordError> for ApiError {
+    fn from(error: PasswordError) -> Self {
+        ApiError::internal(error)
+    }
 }
 
 /// OWASP's minimum for argon2id: 19 MiB of memory, 2 passes, 1 lane.

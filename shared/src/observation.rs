@@ -1,0 +1,100 @@
+//! One request's observation, the same on both backends: keep or mint its `x-request-id`, open
+//! its log span, and once its response head is ready, record the HTTP metrics and log a line.
+//! Each adapter's middleware only hands over what its framework knows.
+
+use std::time::Instant;
+
+use http::{HeaderName, HeaderValue};
+use tracing::Span;
+
+use crate::endpoint::Endpoint;
+use crate::metrics::{Metrics, OTHER_ROUTE, method_label};
+use crate::request::request_id;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(common::request_id::HEADER);
+
+/// A request between its arrival and its response head.
+pub struct Observation {
+    id: HeaderValue,
+    method: &'static str,
+    route: &'static str,
+    span: Span,
+    started: Instant,
+}
+
+impl Observation {
+    /// Starts observing a request from its `x-request-id` header, its method and the route
+    /// its router matched (`None` when none did).
+    pub fn start(request_id: Option<&[u8]>, method: &str, matched_route: Option<&str>) -> Self {
+        let started = Instant::now();
+        let (id, header) = identify(request_id);
+        // The label set stays bounded: a route is one of the contract's, or `other`.
+        let route = matched_route
+            .and_then(Endpoint::at)
+            .map_or(OTHER_ROUTE, Endpoint::path);
+        let span = tracing::info_span!("request", id = %id, method = %method, route);
+        Self {
+            id: header,
+            method: method_label(method),
+            route,
+            span,
+            started,
+        }
+    }
+
+    /// The span the request is handled in.
+    pub fn span(&self) -> Span {
+        self.span.clone()
+    }
+
+    /// Records the answer's `status` in `metrics` and the log, and returns the `x-request-id`
+    /// header the response carries.
+    pub fn finish(self, metrics: &Metrics, status: u16) -> (HeaderName, HeaderValue) {
+        let elapsed = self.started.elapsed();
+        metrics.observe_http(self.route, self.method, status, elapsed.as_secs_f64());
+        let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.span
+            .in_scope(|| tracing::info!(status, elapsed_us, "answered"));
+        (REQUEST_ID, self.id)
+    }
+}
+
+/// The request's id, and the same as a header value. `request_id` keeps a client's id only
+/// when it is visible ASCII, which a header value may hold, and mints hex digits otherwise;
+/// should a kept id ever not convert, a minted one takes its place rather than none.
+fn identify(header: Option<&[u8]>) -> (String, HeaderValue) {
+    let id = request_id(header);
+    match HeaderValue::from_str(&id) {
+        Ok(value) => (id, value),
+        Err(_) => {
+            let minted = request_id(None);
+            let value = HeaderValue::from_str(&minted).expect("hex digits are a header value");
+            (minted, value)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sane_id_is_kept_and_routes_outside_the_contract_are_other() {
+        let metrics = Metrics::new("legacy");
+        let observation = Observation::start(Some(b"abc-123"), "GET", Some("/health"));
+        assert_eq!(
+            observation.finish(&metrics, 200),
+            (REQUEST_ID, HeaderValue::from_static("abc-123"))
+        );
+        let observation = Observation::start(Some(b"has space"), "PROPFIND", Some("/nowhere"));
+        let (_, minted) = observation.finish(&metrics, 404);
+        assert_eq!(minted.len(), 32);
+        let text = metrics.render();
+        for series in [
+            r#"http_requests_total{method="GET",route="/health",status="200",backend="legacy"} 1"#,
+            r#"http_requests_total{method="other",route="other",status="404",backend="legacy"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
+}

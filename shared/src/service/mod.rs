@@ -1,0 +1,188 @@
+//! `Service`: the one implementation of the contract that both framework adapters call.
+//!
+//! Each method takes what a handler extracted (`Incoming`) and returns a framework-free
+//! `Reply`, running the contract's checks in its order: token (401), content type (415),
+//! body size (413), validation (400), rate limit (429).
+//!
+//! This module holds the wiring (`Service::new`); each endpoint has its own module, as
+//! mini-redis keeps one file per command: `login`, `verify`, `generate` (with the stream
+//! translation) and `meta` (health, metrics, OpenAPI, frontend).
+
+mod generate;
+mod login;
+mod meta;
+mod verify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::auth::passwords::{PasswordError, Passwords};
+use crate::auth::secret::{self, SecretError};
+use crate::auth::throttle::{LoginThrottleStore, SqliteLoginThrottle};
+use crate::auth::tokens::Tokens;
+use crate::auth::users::{User, Users};
+use crate::config::{Config, ProviderKind};
+use crate::db::{Database, StoreError};
+use crate::endpoint::Endpoint;
+use crate::generate::anthropic::{API_KEY_ENV, AnthropicProvider};
+use crate::generate::local::LocalProvider;
+use crate::generate::{Provider, ProviderError};
+use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimitStore, SqliteRateLimitStore};
+use crate::reply::Reply;
+use crate::request::Incoming;
+
+/// The environment variable that, when set, overrides `auth.secret_file`.
+pub const JWT_SECRET_ENV: &str = "JWT_SECRET";
+
+pub const DEMO_EMAIL: &str = "demo@example.com";
+pub const DEMO_PASSWORD: &str = "demo-password";
+pub const DEMO_NAME: &str = "Demo User";
+
+/// Which side of the migration this process is; the `backend` of `/health` and of metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendName {
+    Legacy,
+    New,
+}
+
+impl BackendName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::New => "new",
+        }
+    }
+}
+
+/// Why the service could not start; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("jwt secret: {0}")]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("generate.provider is \"anthropic\" but {API_KEY_ENV} is not set")]
+    MissingApiKey,
+    #[error("generate.anthropic: {0}")]
+    Provider(ProviderError),
+}
+
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: BackendName,
+    config: Config,
+    users: Users,
+    passwords: Passwords,
+    tokens: Tokens,
+    throttle: Box<dyn LoginThrottleStore>,
+    limiter: Box<dyn RateLimitStore>,
+    provider: Box<dyn Provider>,
+    metrics: Metrics,
+    openapi: Bytes,
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Service {
+    /// Opens the database, loads the secret, seeds the demo user if configured, and picks the
+    /// provider. Blocking (file I/O, one password hash): call it before serving.
+    pub fn new(config: Config, backend: BackendName) -> Result<Self, StartupError> {
+        let db = Database::open(&config.database.path)?;
+        let secret = secret::load_or_create(JWT_SECRET_ENV, &config.auth.secret_file)?;
+        let users = Users::new(db.clone());
+        let passwords = Passwords::new(config.hash_concurrency())?;
+        if config.database.seed_demo_user {
+            seed_demo_user(&users)?;
+        }
+        let provider: Box<dyn Provider> = match config.generate.provider {
+            ProviderKind::Local => Box::new(LocalProvider::new(&config.generate.local)),
+            ProviderKind::Anthropic => {
+                let key = std::env::var(API_KEY_ENV).map_err(|_| StartupError::MissingApiKey)?;
+                Box::new(
+                    AnthropicProvider::new(&config.generate.anthropic, key)
+                        .map_err(StartupError::Provider)?,
+                )
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                tokens: Tokens::new(&secret, &config.auth),
+                throttle: Box::new(SqliteLoginThrottle::new(db.clone())),
+                limiter: Box::new(SqliteRateLimitStore::new(db)),
+                provider,
+                metrics: Metrics::new(backend.as_str()),
+                openapi: Bytes::from(crate::openapi::document_json()),
+                users,
+                passwords,
+                config,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// `endpoint`'s answer to `request`; the adapters route every endpoint here. The GET
+    /// endpoints never read the request.
+    pub async fn answer<B, E>(&self, endpoint: Endpoint, request: Incoming<'_, B>) -> Reply
+    where
+        B: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        match endpoint {
+            Endpoint::Login => self.login(request).await,
+            Endpoint::Verify => self.verify(request).await,
+            Endpoint::Generate => self.generate(request).await,
+            Endpoint::Frontend => self.frontend(),
+            Endpoint::Health => self.health(),
+            Endpoint::Metrics => self.metrics_text(),
+            Endpoint::OpenApi => self.openapi(),
+        }
+    }
+
+    /// How long a server that was told to stop lets its requests in flight finish.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.inner.config.server.shutdown_grace_seconds)
+    }
+
+    fn body_limit(&self) -> usize {
+        self.inner.config.server.body_limit_bytes
+    }
+}
+
+fn seed_demo_user(users: &Users) -> Result<(), StartupError> {
+    if users.exists_blocking(DEMO_EMAIL)? {
+        return Ok(());
+    }
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: DEMO_EMAIL.into(),
+        name: DEMO_NAME.into(),
+        password_hash: crate::auth::passwords::hash_blocking(DEMO_PASSWORD)?,
+    };
+    if users.insert_blocking(&user)? {
+        tracing::warn!(
+            email = DEMO_EMAIL,
+            "seeded the development user; set database.seed_demo_user = false outside development"
+        );
+    }
+    Ok(())
+}
