@@ -1,7 +1,7 @@
 //! Starts this backend in-process for tests, on a port the OS picks.
 
 use shared::BackendName;
-use shared::server_tests::Spawned;
+use shared::testing::server::Spawned;
 use shared::testing::{TestEnv, TestServer};
 
 /// Serving before it returns; stopped when the `TestServer` drops.

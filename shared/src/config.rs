@@ -1,14 +1,19 @@
-//! `config.toml`: typed, validated, with every key defaulted so the binaries run on embedded defaults.
+//! `config.toml`: the backends' sections as serde structs whose field types do the checking
+//! (see `common::config::value`), with every key defaulted so the binaries run on embedded
+//! defaults. Adding a key is one field with its type, its default and a doc comment.
 //!
-//! The backends read the sections they own and ignore the rest (`[proxy]`, `[routing]`,
-//! `[health_check]` belong to the proxy), while a typo inside a section they own is refused.
+//! The backends read the sections they own and ignore every other section, whatever its name
+//! (`[proxy]`, `[routing]`, a future `[rollout]` belong to the proxy), while a typo inside a
+//! section they own is refused, naming the key.
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use common::config::resolve;
+pub use common::config::value::{Bounded, Millis, NonEmptyString, Seconds};
 pub use common::config::{BackendConfig, BackendsConfig, ConfigError};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Config {
@@ -29,24 +34,26 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
 }
 
+/// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Request bodies over this many bytes are answered 413.
-    pub body_limit_bytes: usize,
+    pub body_limit_bytes: Bounded<1024>,
     /// How long a shutdown waits for in-flight requests before it gives up on them.
-    pub shutdown_grace_seconds: u64,
+    pub shutdown_grace_seconds: Seconds,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            body_limit_bytes: 64 * 1024,
-            shutdown_grace_seconds: 30,
+            body_limit_bytes: Bounded::of(64 * 1024),
+            shutdown_grace_seconds: Seconds::of(30),
         }
     }
 }
 
+/// `[database]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
@@ -65,14 +72,15 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// `[auth]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    pub issuer: String,
-    pub audience: String,
-    pub token_ttl_seconds: u64,
+    pub issuer: NonEmptyString,
+    pub audience: NonEmptyString,
+    pub token_ttl_seconds: Bounded<60, 604_800>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
-    pub leeway_seconds: u64,
+    pub leeway_seconds: Bounded<0, 60>,
     /// Read when `JWT_SECRET` is unset; created with 32 random bytes (mode 0600) if absent.
     pub secret_file: PathBuf,
     /// Password hashes computed at once, on low-priority threads; the rest wait, so a login
@@ -84,10 +92,10 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            issuer: "canary-gateway".into(),
-            audience: "canary-frontend".into(),
-            token_ttl_seconds: 3600,
-            leeway_seconds: 5,
+            issuer: NonEmptyString::of("canary-gateway"),
+            audience: NonEmptyString::of("canary-frontend"),
+            token_ttl_seconds: Bounded::of(3600),
+            leeway_seconds: Bounded::of(5),
             secret_file: PathBuf::from("data/jwt.secret"),
             max_concurrent_hashes: 0,
             login_throttle: LoginThrottleConfig::default(),
@@ -95,19 +103,20 @@ impl Default for AuthConfig {
     }
 }
 
+/// `[auth.login_throttle]`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginThrottleConfig {
     /// Failed logins for one email within the window before further attempts get 429.
-    pub max_failures: u32,
-    pub window_seconds: u64,
+    pub max_failures: NonZeroU32,
+    pub window_seconds: Seconds<1>,
 }
 
 impl Default for LoginThrottleConfig {
     fn default() -> Self {
         Self {
-            max_failures: 5,
-            window_seconds: 300,
+            max_failures: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            window_seconds: Seconds::of(300),
         }
     }
 }
@@ -119,6 +128,7 @@ pub enum ProviderKind {
     Anthropic,
 }
 
+/// `[generate]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GenerateConfig {
@@ -137,29 +147,31 @@ impl Default for GenerateConfig {
     }
 }
 
+/// `[generate.local]`: the offline provider.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalProviderConfig {
     pub model: String,
     /// Pause between streamed words, to behave like a real model in benchmarks.
-    pub token_delay_ms: u64,
+    pub token_delay_ms: Millis,
 }
 
 impl Default for LocalProviderConfig {
     fn default() -> Self {
         Self {
             model: "local-canary-1".into(),
-            token_delay_ms: 0,
+            token_delay_ms: Millis::of(0),
         }
     }
 }
 
+/// `[generate.anthropic]`: the Messages API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnthropicProviderConfig {
-    pub base_url: String,
+    pub base_url: HttpBaseUrl,
     pub model: String,
-    pub timeout_seconds: u64,
+    pub timeout_seconds: Seconds<1>,
     /// Sent as `anthropic-version`.
     pub api_version: String,
 }
@@ -167,14 +179,39 @@ pub struct AnthropicProviderConfig {
 impl Default for AnthropicProviderConfig {
     fn default() -> Self {
         Self {
-            base_url: "https://api.anthropic.com".into(),
+            base_url: HttpBaseUrl("https://api.anthropic.com".into()),
             model: "claude-sonnet-4-5".into(),
-            timeout_seconds: 60,
+            timeout_seconds: Seconds::of(60),
             api_version: "2023-06-01".into(),
         }
     }
 }
 
+/// An `http://` or `https://` URL that paths are appended to; kept without a trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpBaseUrl(String);
+
+impl HttpBaseUrl {
+    pub fn new(url: &str) -> Result<Self, &'static str> {
+        if url.starts_with("http://") || url.starts_with("https://") {
+            Ok(Self(url.trim_end_matches('/').to_owned()))
+        } else {
+            Err("must start with http:// or https://")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpBaseUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::new(&String::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
+/// `[rate_limit]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
@@ -185,15 +222,16 @@ pub struct RateLimitConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenBucketConfig {
-    pub capacity: u32,
-    pub refill_per_minute: u32,
+    pub capacity: NonZeroU32,
+    pub refill_per_minute: NonZeroU32,
 }
 
 impl Default for TokenBucketConfig {
     fn default() -> Self {
+        let sixty = NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN);
         Self {
-            capacity: 60,
-            refill_per_minute: 60,
+            capacity: sixty,
+            refill_per_minute: sixty,
         }
     }
 }
@@ -207,83 +245,18 @@ impl Config {
     /// Parses `text` as if it were the file at `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut config: Config = common::config::parse(text, path)?;
+        if config.database.path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                path,
+                "database.path",
+                "must not be empty",
+            ));
+        }
         config.source = Some(path.to_owned());
-        config.validate(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.database.path = resolve(base, &config.database.path);
         config.auth.secret_file = resolve(base, &config.auth.secret_file);
         Ok(config)
-    }
-
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: &str| ConfigError::invalid(path, key, reason);
-        let checks: [(bool, &'static str, &str); 12] = [
-            (
-                self.server.body_limit_bytes >= 1024,
-                "server.body_limit_bytes",
-                "must be at least 1024",
-            ),
-            (
-                !self.database.path.as_os_str().is_empty(),
-                "database.path",
-                "must not be empty",
-            ),
-            (
-                !self.auth.issuer.is_empty(),
-                "auth.issuer",
-                "must not be empty",
-            ),
-            (
-                !self.auth.audience.is_empty(),
-                "auth.audience",
-                "must not be empty",
-            ),
-            (
-                (60..=7 * 24 * 3600).contains(&self.auth.token_ttl_seconds),
-                "auth.token_ttl_seconds",
-                "must be between 60 and 604800",
-            ),
-            (
-                self.auth.leeway_seconds <= 60,
-                "auth.leeway_seconds",
-                "must be at most 60",
-            ),
-            (
-                self.auth.login_throttle.max_failures >= 1,
-                "auth.login_throttle.max_failures",
-                "must be at least 1",
-            ),
-            (
-                self.auth.login_throttle.window_seconds >= 1,
-                "auth.login_throttle.window_seconds",
-                "must be at least 1",
-            ),
-            (
-                self.rate_limit.generate.capacity >= 1,
-                "rate_limit.generate.capacity",
-                "must be at least 1",
-            ),
-            (
-                self.rate_limit.generate.refill_per_minute >= 1,
-                "rate_limit.generate.refill_per_minute",
-                "must be at least 1",
-            ),
-            (
-                self.generate.anthropic.base_url.starts_with("http://")
-                    || self.generate.anthropic.base_url.starts_with("https://"),
-                "generate.anthropic.base_url",
-                "must start with http:// or https://",
-            ),
-            (
-                self.generate.anthropic.timeout_seconds >= 1,
-                "generate.anthropic.timeout_seconds",
-                "must be at least 1",
-            ),
-        ];
-        match checks.into_iter().find(|(ok, _, _)| !ok) {
-            Some((_, key, reason)) => Err(invalid(key, reason)),
-            None => Ok(()),
-        }
     }
 
     /// The number of password hashes allowed to run at once.
@@ -323,9 +296,16 @@ mod tests {
     }
 
     #[test]
-    fn sections_of_the_proxy_are_ignored() {
-        let config = parse("[routing]\nnew_percent = 12.5\n[proxy]\nlisten = \"x\"\n");
-        assert!(config.is_ok(), "{config:?}");
+    fn sections_of_other_binaries_are_ignored_whatever_their_names() {
+        for text in [
+            "[routing]\nnew_percent = 12.5\n[proxy]\nlisten = \"x\"\n",
+            "[proxy.tls]\ncert = 1\n[proxy.cors]\norigins = []\n",
+            "[rollout]\nenabled = true\nsteps = [{ percent = 1, hold = \"10m\" }]\n[rollout.analysis]\ninterval = \"10s\"\n",
+            "[shadow]\npercent = 5\n[some_future_section.nested]\nx = [1, 2]\n",
+        ] {
+            let config = parse(text);
+            assert!(config.is_ok(), "{text}: {config:?}");
+        }
     }
 
     #[test]
@@ -342,15 +322,36 @@ mod tests {
                 "[rate_limit.generate]\ncapacity = 0\n",
                 "rate_limit.generate.capacity",
             ),
+            (
+                "[rate_limit.generate]\nrefill_per_minute = 0\n",
+                "rate_limit.generate.refill_per_minute",
+            ),
             ("[auth]\ntoken_ttl_seconds = 5\n", "auth.token_ttl_seconds"),
+            ("[auth]\nleeway_seconds = 61\n", "auth.leeway_seconds"),
+            ("[auth]\nissuer = \"\"\n", "auth.issuer"),
+            ("[auth]\naudience = \"\"\n", "auth.audience"),
+            (
+                "[auth.login_throttle]\nmax_failures = 0\n",
+                "auth.login_throttle.max_failures",
+            ),
+            (
+                "[auth.login_throttle]\nwindow_seconds = 0\n",
+                "auth.login_throttle.window_seconds",
+            ),
             (
                 "[server]\nbody_limit_bytes = 10\n",
                 "server.body_limit_bytes",
             ),
+            ("[database]\npath = \"\"\n", "database.path"),
             (
                 "[generate.anthropic]\nbase_url = \"ftp://x\"\n",
                 "generate.anthropic.base_url",
             ),
+            (
+                "[generate.anthropic]\ntimeout_seconds = 0\n",
+                "generate.anthropic.timeout_seconds",
+            ),
+            ("[generate]\nprovider = \"openai\"\n", "generate.provider"),
         ] {
             let error = parse(text).unwrap_err().to_string();
             assert!(error.contains(key), "{text}: {error}");
@@ -362,6 +363,13 @@ mod tests {
         let error = parse("[backends.legacy]\nlisten = \"nowhere\"\n")
             .unwrap_err()
             .to_string();
-        assert!(error.contains("listen"), "{error}");
+        assert!(error.contains("backends.legacy.listen"), "{error}");
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
+        let config = Config::load(&path).unwrap();
+        assert!(config.database.seed_demo_user);
     }
 }

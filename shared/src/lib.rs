@@ -18,8 +18,6 @@ pub mod request;
 pub mod service;
 
 #[cfg(any(test, feature = "test-util"))]
-pub mod server_tests;
-#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
 pub use common::{routes, telemetry};

@@ -52,8 +52,8 @@ pub fn apply(
     now_ms: i64,
     cost: f64,
 ) -> (BucketState, Decision) {
-    let capacity = f64::from(bucket.capacity);
-    let per_ms = f64::from(bucket.refill_per_minute) / 60_000.0;
+    let capacity = f64::from(bucket.capacity.get());
+    let per_ms = f64::from(bucket.refill_per_minute.get()) / 60_000.0;
     let tokens = match state {
         None => capacity,
         Some(s) => (s.tokens + (now_ms - s.updated_ms).max(0) as f64 * per_ms).min(capacity),
@@ -63,7 +63,7 @@ pub fn apply(
     let secs_until = |needed: f64| (needed.max(0.0) / per_ms / 1000.0).ceil() as u64;
     let decision = Decision {
         allowed,
-        limit: bucket.capacity,
+        limit: bucket.capacity.get(),
         remaining: left.floor() as u32,
         reset_secs: secs_until(capacity - left),
         retry_after_secs: (!allowed).then(|| secs_until(cost - left).max(1)),
@@ -170,11 +170,13 @@ impl RateLimitStore for SqliteRateLimitStore {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
     use super::*;
 
     const BUCKET: TokenBucketConfig = TokenBucketConfig {
-        capacity: 3,
-        refill_per_minute: 60,
+        capacity: NonZeroU32::new(3).expect("non-zero"),
+        refill_per_minute: NonZeroU32::new(60).expect("non-zero"),
     };
 
     #[test]

@@ -2,8 +2,10 @@
 //! answers must be equal once tokens, generation ids and timestamps are normalised.
 
 use serde_json::{Value, json};
+use shared::config::Seconds;
 use shared::routes;
 use shared::testing::client::{Answer, client, demo_token, get, post_json, send};
+use shared::testing::non_zero;
 use shared::testing::{TestEnv, TestServer, forge};
 
 /// Both backends on one environment, as deployed: one SQLite file, one secret.
@@ -186,8 +188,8 @@ fn observable(answer: &Answer) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_backends_answer_the_corpus_identically() {
     let env = TestEnv::with(|c| {
-        c.auth.login_throttle.max_failures = 1000;
-        c.rate_limit.generate.capacity = 1000;
+        c.auth.login_throttle.max_failures = non_zero(1000);
+        c.rate_limit.generate.capacity = non_zero(1000);
     });
     let (legacy, new) = both(&env).await;
     let token = demo_token(&legacy).await;
@@ -223,7 +225,7 @@ async fn the_generate_budget_is_one_per_user_across_both_backends() {
     let env = TestEnv::new();
     let (legacy, new) = both(&env).await;
     let token = demo_token(&legacy).await;
-    let capacity = env.config.rate_limit.generate.capacity;
+    let capacity = env.config.rate_limit.generate.capacity.get();
     let mut remaining = Vec::new();
     for i in 0..capacity {
         let server = if i % 2 == 0 { &legacy } else { &new };
@@ -259,10 +261,10 @@ async fn the_generate_budget_is_one_per_user_across_both_backends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_throttling_is_shared_across_both_backends() {
     // A window no run outlasts, so the failures below all count.
-    let env = TestEnv::with(|c| c.auth.login_throttle.window_seconds = 3600);
+    let env = TestEnv::with(|c| c.auth.login_throttle.window_seconds = Seconds::of(3600));
     let (legacy, new) = both(&env).await;
     let wrong = json!({"email": "demo@example.com", "password": "wrong"});
-    let max = env.config.auth.login_throttle.max_failures;
+    let max = env.config.auth.login_throttle.max_failures.get();
     for i in 0..max {
         let server = if i % 2 == 0 { &legacy } else { &new };
         assert_eq!(

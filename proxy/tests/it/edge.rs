@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
-use common::config::value::Bounded;
+use common::config::value::{Bounded, Millis};
 use proxy::config::ProxyConfig;
 use std::time::Duration;
 
@@ -170,7 +170,7 @@ async fn hold_stream(stack: &Stack, token: &str) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_its_concurrent_request_cap_gets_429_rate_limited() {
-    let env = TestEnv::with(|config| config.generate.local.token_delay_ms = 200);
+    let env = TestEnv::with(|config| config.generate.local.token_delay_ms = Millis::of(200));
     let stack = Stack::start_with(env, 50.0, |c| {
         c.proxy.max_requests_per_client = NonZeroU32::new(2).expect("non-zero")
     })

@@ -79,7 +79,7 @@ async fn prompt_heads_are_served_on_a_kept_alive_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_longer_than_the_head_deadline_streams_to_its_done_event() {
     // Six tokens at 200 ms each: over twice the 500 ms head deadline.
-    let env = TestEnv::with(|config| config.generate.local.token_delay_ms = 200);
+    let env = TestEnv::with(|config| config.generate.local.token_delay_ms = Millis::of(200));
     let deadline = Duration::from_millis(500);
     let stack = Stack::start_with(env, 0.0, |c| {
         c.proxy.request_head_timeout_ms = Millis::of(500)

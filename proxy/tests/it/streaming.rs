@@ -1,6 +1,7 @@
 //! Server-sent events pass through the proxy as they are produced, from either backend: the
 //! first delta reaches the client while the backend is still generating the rest.
 
+use common::config::value::Millis;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -41,7 +42,7 @@ pub(crate) async fn start_stream(stack: &Stack, token: &str, max_tokens: u32) ->
 
 async fn events_arrive_one_by_one(new_percent: f64, side: &str) {
     // Each token takes 200 ms to produce, so a proxy that buffered would deliver one chunk.
-    let env = TestEnv::with(|config| config.generate.local.token_delay_ms = 200);
+    let env = TestEnv::with(|config| config.generate.local.token_delay_ms = Millis::of(200));
     let stack = Stack::start_with(env, new_percent, |_| {}).await;
     let token = login(&stack).await;
     let response = start_stream(&stack, &token, 5).await;

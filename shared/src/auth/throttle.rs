@@ -17,6 +17,10 @@ pub struct FailureWindow {
     pub started_ms: i64,
 }
 
+fn window_ms(config: LoginThrottleConfig) -> i64 {
+    i64::try_from(config.window_seconds.get().as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Seconds the caller must wait, if `window` locks the account at `now_ms`.
 pub fn locked_for(
     config: LoginThrottleConfig,
@@ -24,8 +28,8 @@ pub fn locked_for(
     now_ms: i64,
 ) -> Option<u64> {
     let window = window?;
-    let ends_ms = window.started_ms + (config.window_seconds * 1000) as i64;
-    if window.failures >= config.max_failures && now_ms < ends_ms {
+    let ends_ms = window.started_ms + window_ms(config);
+    if window.failures >= config.max_failures.get() && now_ms < ends_ms {
         Some(((ends_ms - now_ms) as u64).div_ceil(1000).max(1))
     } else {
         None
@@ -39,7 +43,7 @@ pub fn after_failure(
     now_ms: i64,
 ) -> FailureWindow {
     match window {
-        Some(w) if now_ms < w.started_ms + (config.window_seconds * 1000) as i64 => FailureWindow {
+        Some(w) if now_ms < w.started_ms + window_ms(config) => FailureWindow {
             failures: w.failures.saturating_add(1),
             started_ms: w.started_ms,
         },
@@ -143,11 +147,15 @@ impl LoginThrottleStore for SqliteLoginThrottle {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
+    use crate::config::Seconds;
+
     use super::*;
 
     const CONFIG: LoginThrottleConfig = LoginThrottleConfig {
-        max_failures: 3,
-        window_seconds: 60,
+        max_failures: NonZeroU32::new(3).expect("non-zero"),
+        window_seconds: Seconds::of(60),
     };
 
     #[test]

@@ -54,19 +54,19 @@ pub fn missing() -> ApiError {
 impl Tokens {
     pub fn new(secret: &[u8], config: &AuthConfig) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = config.leeway_seconds;
+        validation.leeway = config.leeway_seconds.get();
         validation.validate_nbf = true;
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&[&config.audience]);
+        validation.set_issuer(&[config.issuer.as_str()]);
+        validation.set_audience(&[config.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
-            ttl_seconds: config.token_ttl_seconds as i64,
-            leeway_seconds: config.leeway_seconds as i64,
+            issuer: config.issuer.to_string(),
+            audience: config.audience.to_string(),
+            ttl_seconds: config.token_ttl_seconds.get() as i64,
+            leeway_seconds: config.leeway_seconds.get() as i64,
         }
     }
 
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn time_claims_are_checked_with_the_configured_leeway() {
         let tokens = tokens();
-        let leeway = AuthConfig::default().leeway_seconds as i64;
+        let leeway = AuthConfig::default().leeway_seconds.get() as i64;
         let mut claims = tokens.claims_for("u1", "a@b.co", "Ada", now());
         let code = |claims: &Claims| match tokens.verify(&tokens.sign(claims).unwrap(), now()) {
             Ok(_) => "OK",

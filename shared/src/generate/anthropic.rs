@@ -67,14 +67,14 @@ struct ApiUsage {
 
 impl AnthropicProvider {
     pub fn new(config: &AnthropicProviderConfig, api_key: String) -> Result<Self, ProviderError> {
-        let timeout = Duration::from_secs(config.timeout_seconds);
+        let timeout = config.timeout_seconds.get();
         let client = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| ProviderError::Upstream(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
             client,
-            url: format!("{}/v1/messages", config.base_url.trim_end_matches('/')),
+            url: format!("{}/v1/messages", config.base_url.as_str()),
             api_key,
             api_version: config.api_version.clone(),
             model: config.model.clone(),

@@ -68,7 +68,7 @@ impl LocalProvider {
     pub fn new(config: &LocalProviderConfig) -> Self {
         Self {
             model: config.model.clone(),
-            token_delay: Duration::from_millis(config.token_delay_ms),
+            token_delay: config.token_delay_ms.get(),
         }
     }
 

@@ -160,11 +160,11 @@ impl Service {
 
     /// How long a server that was told to stop lets its requests in flight finish.
     pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.inner.config.server.shutdown_grace_seconds)
+        self.inner.config.server.shutdown_grace_seconds.get()
     }
 
     fn body_limit(&self) -> usize {
-        self.inner.config.server.body_limit_bytes
+        self.inner.config.server.body_limit_bytes.as_usize()
     }
 }
 

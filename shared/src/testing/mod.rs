@@ -4,10 +4,13 @@
 pub mod client;
 pub mod contract;
 pub mod forge;
+pub mod server;
 
 use std::path::Path;
 
-use crate::config::Config;
+use std::num::NonZeroU32;
+
+use crate::config::{Config, Seconds};
 
 /// A config whose files live in a fresh temporary folder, with the demo user seeded, a known
 /// JWT secret, and small limits so throttling and rate limiting are quick to reach.
@@ -33,10 +36,10 @@ impl TestEnv {
         config.database.seed_demo_user = true;
         config.auth.secret_file = dir.path().join("jwt.secret");
         config.auth.max_concurrent_hashes = 2;
-        config.auth.login_throttle.max_failures = TEST_MAX_LOGIN_FAILURES;
-        config.auth.login_throttle.window_seconds = 1;
-        config.rate_limit.generate.capacity = TEST_RATE_LIMIT;
-        config.rate_limit.generate.refill_per_minute = 1;
+        config.auth.login_throttle.max_failures = non_zero(TEST_MAX_LOGIN_FAILURES);
+        config.auth.login_throttle.window_seconds = Seconds::of(1);
+        config.rate_limit.generate.capacity = non_zero(TEST_RATE_LIMIT);
+        config.rate_limit.generate.refill_per_minute = NonZeroU32::MIN;
         edit(&mut config);
         let secret: [u8; 32] = rand::random();
         std::fs::write(&config.auth.secret_file, secret).expect("write the test secret");
@@ -106,6 +109,11 @@ pub async fn eventually<T>(
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// For test constants, which are never zero.
+pub fn non_zero(value: u32) -> NonZeroU32 {
+    NonZeroU32::new(value).expect("a non-zero test constant")
 }
 
 #[cfg(test)]

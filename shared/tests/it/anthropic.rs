@@ -1,6 +1,7 @@
 //! The Anthropic provider against an in-process mock of the Messages API: the request it
 //! sends, the answers it understands, and how each failure maps to the contract's classes.
 
+use shared::config::{HttpBaseUrl, Seconds};
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -32,9 +33,9 @@ async fn mock(router: Router) -> SocketAddr {
 
 fn provider(addr: SocketAddr) -> AnthropicProvider {
     let config = AnthropicProviderConfig {
-        base_url: format!("http://{addr}"),
+        base_url: HttpBaseUrl::new(&format!("http://{addr}")).expect("an http URL"),
         model: CONFIG_MODEL.into(),
-        timeout_seconds: 1,
+        timeout_seconds: Seconds::of(1),
         ..Default::default()
     };
     AnthropicProvider::new(&config, API_KEY.into()).expect("build the provider")

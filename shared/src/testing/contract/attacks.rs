@@ -11,7 +11,7 @@ use crate::testing::{TestEnv, TestServer};
 fn attacks(env: &TestEnv) -> Vec<(&'static str, String, &'static str)> {
     let secret = &env.secret;
     let config = &env.config;
-    let leeway = config.auth.leeway_seconds as i64;
+    let leeway = config.auth.leeway_seconds.get() as i64;
     let now = forge::now();
     let header = forge::hs256_header();
     let with = |edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {

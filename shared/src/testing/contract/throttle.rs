@@ -3,6 +3,7 @@
 //! The window runs on the server's clock, so each case picks one it can rely on: long enough
 //! that its hashes fit in it on two loaded cores, and short only where the case waits it out.
 
+use crate::config::Seconds;
 use std::time::Duration;
 
 use super::login_body;
@@ -15,13 +16,13 @@ const SHORT_WINDOW_SECONDS: u64 = 5;
 
 /// For a case that waits for the window to close.
 pub fn a_short_window() -> TestEnv {
-    TestEnv::with(|c| c.auth.login_throttle.window_seconds = SHORT_WINDOW_SECONDS)
+    TestEnv::with(|c| c.auth.login_throttle.window_seconds = Seconds::of(SHORT_WINDOW_SECONDS))
 }
 
 /// For a case that must stay within one window: no test outlasts an hour, so a count that
 /// drops was reset, not expired.
 pub fn a_long_window() -> TestEnv {
-    TestEnv::with(|c| c.auth.login_throttle.window_seconds = 3600)
+    TestEnv::with(|c| c.auth.login_throttle.window_seconds = Seconds::of(3600))
 }
 
 async fn fail_login(server: &TestServer, email: &str) -> Answer {

@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::config::Millis;
 use crate::routes;
 use crate::service::{BackendName, JWT_SECRET_ENV, Service};
 use crate::testing::client::{client, demo_token};
@@ -90,7 +91,7 @@ where
     S: FnOnce(std::net::TcpListener, Service, TestShutdown) -> F,
     F: Future<Output = io::Result<()>> + Send + 'static,
 {
-    let env = TestEnv::with(|c| c.generate.local.token_delay_ms = 50);
+    let env = TestEnv::with(|c| c.generate.local.token_delay_ms = Millis::of(50));
     let spawned = Spawned::start(&env, backend, serve);
     let token = demo_token(spawned.server()).await;
     let response = client()
@@ -260,12 +261,12 @@ macro_rules! shutdown_tests {
     ($backend:expr, $serve:path, $binary:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn shutdown_finishes_the_stream_in_flight() {
-            $crate::server_tests::shutdown_finishes_the_stream_in_flight($backend, $serve).await;
+            $crate::testing::server::shutdown_finishes_the_stream_in_flight($backend, $serve).await;
         }
 
         #[tokio::test]
         async fn sigint_and_sigterm_each_stop_the_binary_with_success() {
-            $crate::server_tests::signals_stop_the_binary(::std::path::Path::new($binary)).await;
+            $crate::testing::server::signals_stop_the_binary(::std::path::Path::new($binary)).await;
         }
     };
 }
