@@ -2,7 +2,7 @@
 //! valid signed cookie wins, then the bearer token's subject, then a fresh draw. No Pingora
 //! types; the signer and the draw are passed in, so every case is a table row.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::routing::Side;
 use crate::sticky::{self, BucketSigner};
@@ -39,8 +39,8 @@ impl Choice {
 #[derive(Debug, Clone, Copy)]
 pub struct Settings<'a> {
     pub cookie_name: &'a str,
-    /// Lowercased; `None` when switched off.
-    pub override_header: Option<&'a str>,
+    /// `None` when switched off.
+    pub override_header: Option<&'a HeaderName>,
 }
 
 /// The bucket of a request with these headers; `draw` is called only when neither a valid
@@ -85,10 +85,14 @@ mod tests {
 
     use super::*;
 
-    const SETTINGS: Settings<'static> = Settings {
-        cookie_name: "canary_bucket",
-        override_header: Some("x-canary"),
-    };
+    static OVERRIDE: HeaderName = HeaderName::from_static("x-canary");
+
+    fn settings() -> Settings<'static> {
+        Settings {
+            cookie_name: "canary_bucket",
+            override_header: Some(&OVERRIDE),
+        }
+    }
     const DRAWN: u16 = 4321;
 
     fn signer() -> BucketSigner {
@@ -187,7 +191,7 @@ mod tests {
             for (name, value) in fields {
                 headers.append(name, value.parse().unwrap());
             }
-            let choice = choose(&headers, SETTINGS, &signer, || DRAWN);
+            let choice = choose(&headers, settings(), &signer, || DRAWN);
             assert_eq!(
                 choice,
                 Choice {
@@ -207,7 +211,7 @@ mod tests {
         headers.insert("x-canary", "new".parse().unwrap());
         let off = Settings {
             override_header: None,
-            ..SETTINGS
+            ..settings()
         };
         let choice = choose(&headers, off, &signer(), || DRAWN);
         assert_eq!(choice.forced, None);
@@ -224,7 +228,7 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let choice = choose(&headers, SETTINGS, &signer, || {
+        let choice = choose(&headers, settings(), &signer, || {
             panic!("drew a bucket for a client with a cookie")
         });
         assert_eq!(choice.bucket, 3);

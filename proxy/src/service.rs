@@ -78,7 +78,7 @@ impl CanaryProxy {
 
         let settings = bucket::Settings {
             cookie_name: live.cookie_name.as_str(),
-            override_header: live.override_header.get().map(|name| name.as_str()),
+            override_header: live.override_header.get(),
         };
         let signer = &self.state.signer;
         let choice = bucket::choose(&head.headers, settings, signer, sticky::random_bucket);
