@@ -130,11 +130,43 @@ impl Signal {
     }
 }
 
-/// SIGINT and SIGTERM each make the backend binary at `binary` exit 0 promptly.
+/// SIGINT and SIGTERM each make the backend binary at `binary` stop as promised: a stream
+/// in flight when the signal arrives still ends with its `done` event, then the process exits
+/// 0 promptly. (actix-web's own handling made SIGINT a forced stop that cut streams.)
 pub async fn signals_stop_the_binary(binary: &Path) {
     for signal in [Signal::Interrupt, Signal::Terminate] {
         let mut process = BackendProcess::start(binary).await;
-        let status = process.stop_with(signal).await;
+        let server = TestServer::new(process.addr, || {});
+        let token = demo_token(&server).await;
+        let mut response = client()
+            .post(server.url(routes::GENERATE))
+            .bearer_auth(&token)
+            .json(&json!({"prompt": "in flight at the signal", "maxTokens": 12, "stream": true}))
+            .send()
+            .await
+            .expect("the stream starts");
+        assert_eq!(response.status(), 200);
+        // The first event has arrived, so the stream is certainly in flight at the signal.
+        let first = response
+            .chunk()
+            .await
+            .expect("a first event")
+            .expect("a first event");
+        let pid = process.signal(signal);
+        let mut body = String::from_utf8_lossy(&first).into_owned();
+        while let Some(chunk) = response.chunk().await.unwrap_or_else(|e| {
+            panic!(
+                "{signal:?} cut the stream in flight ({e}) after:\n{body}\nlog:\n{}",
+                process.log()
+            )
+        }) {
+            body.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(
+            body.contains("event: done"),
+            "{signal:?} to {pid} ended the stream without its done event:\n{body}"
+        );
+        let status = process.wait_for_exit(signal).await;
         assert!(
             status.success(),
             "{signal:?} ended {} with {status}; its log:\n{}",
@@ -148,16 +180,22 @@ pub async fn signals_stop_the_binary(binary: &Path) {
 /// database and secret in a temporary folder. Killed and reaped when dropped.
 pub struct BackendProcess {
     child: Child,
+    addr: SocketAddr,
     base_url: String,
     folder: tempfile::TempDir,
 }
 
-/// The keys the binary needs; every path is relative to the config file's folder.
+/// The keys the binary needs; every path is relative to the config file's folder. Words are
+/// streamed slowly, so a generation is still in flight when a test sends a signal.
 const CONFIG: &str = r#"[database]
 path = "gateway.db"
+seed_demo_user = true
 
 [auth]
 secret_file = "jwt.secret"
+
+[generate.local]
+token_delay_ms = 100
 "#;
 
 impl BackendProcess {
@@ -183,6 +221,7 @@ impl BackendProcess {
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
         let mut process = Self {
             child,
+            addr,
             base_url: format!("http://{addr}"),
             folder,
         };
@@ -208,9 +247,8 @@ impl BackendProcess {
         health.ok().filter(|r| r.status().is_success()).map(|_| ())
     }
 
-    /// Sends `signal` and returns how the process exited, failing the test unless it exits
-    /// within `EXIT_LIMIT`.
-    pub async fn stop_with(&mut self, signal: Signal) -> ExitStatus {
+    /// Sends `signal` to the process; returns its pid.
+    pub fn signal(&self, signal: Signal) -> libc::pid_t {
         let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
         // SAFETY: kill takes two integers and touches no memory of ours. The child has not
         // been waited for, so its pid cannot have been reused by another process.
@@ -221,6 +259,11 @@ impl BackendProcess {
             "cannot send {signal:?}: {}",
             io::Error::last_os_error()
         );
+        pid
+    }
+
+    /// How the process exited after `signal`; fails the test unless within `EXIT_LIMIT`.
+    pub async fn wait_for_exit(&mut self, signal: Signal) -> ExitStatus {
         let what = format!("the binary exits after {signal:?}");
         eventually(&what, EXIT_LIMIT, async || {
             self.child.try_wait().expect("the child's state")
@@ -265,7 +308,7 @@ macro_rules! shutdown_tests {
         }
 
         #[tokio::test]
-        async fn sigint_and_sigterm_each_stop_the_binary_with_success() {
+        async fn sigint_and_sigterm_each_let_the_stream_in_flight_finish_then_exit_0() {
             $crate::testing::server::signals_stop_the_binary(::std::path::Path::new($binary)).await;
         }
     };
