@@ -53,10 +53,22 @@ impl Observation {
         let elapsed = self.started.elapsed();
         metrics.observe_http(self.route, self.method, status, elapsed.as_secs_f64());
         let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.span
-            .in_scope(|| tracing::info!(status, elapsed_us, "answered"));
+        self.span.in_scope(|| {
+            // A load balancer's health probes and Prometheus's scrapes come every few seconds
+            // from machines; at INFO they would bury what an operator reads.
+            if is_polled(self.route) {
+                tracing::debug!(status, elapsed_us, "answered");
+            } else {
+                tracing::info!(status, elapsed_us, "answered");
+            }
+        });
         (REQUEST_ID, self.id)
     }
+}
+
+/// Routes that machines poll (health probes, metric scrapes), logged at DEBUG.
+fn is_polled(route: &str) -> bool {
+    route == Endpoint::Health.path() || route == Endpoint::Metrics.path()
 }
 
 /// The request's id, and the same as a header value. `request_id` keeps a client's id only
@@ -96,5 +108,53 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} in {text}");
         }
+    }
+
+    /// Everything logged at INFO and above while `observe` runs, as text.
+    fn info_log_of(observe: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .expect("not poisoned")
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, observe);
+        let bytes = captured.0.lock().expect("not poisoned").clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn probes_and_scrapes_are_not_logged_at_info_while_api_calls_are() {
+        let metrics = Metrics::new("new");
+        let log = info_log_of(|| {
+            for route in ["/health", "/metrics"] {
+                Observation::start(None, "GET", Some(route)).finish(&metrics, 200);
+            }
+        });
+        assert_eq!(log, "", "probes logged at INFO");
+        let log = info_log_of(|| {
+            Observation::start(None, "POST", Some("/api/auth/login")).finish(&metrics, 401);
+        });
+        assert!(
+            log.contains("answered") && log.contains("status=401"),
+            "{log}"
+        );
     }
 }
