@@ -176,4 +176,70 @@ mod tests {
         assert_eq!(error.body().message, "internal error");
         assert!(error.body().details.is_none());
     }
+
+    /// One error of each kind. The match has no wildcard, so a new variant does not compile
+    /// until it is listed here, and then the spec test below asks for it in `docs/API.md`.
+    fn one_of_each() -> Vec<ApiError> {
+        let every = vec![
+            ApiError::validation("email", "is required"),
+            ApiError::InvalidCredentials,
+            ApiError::token(TokenErrorKind::Missing, "m"),
+            ApiError::token(TokenErrorKind::Invalid, "m"),
+            ApiError::token(TokenErrorKind::Expired, "m"),
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed {
+                allow: crate::endpoint::Methods::Post,
+            },
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::UnsupportedMediaType,
+            ApiError::RateLimited {
+                retry_after_secs: 1,
+            },
+            ApiError::UpstreamError,
+            ApiError::UpstreamUnavailable,
+            ApiError::UpstreamTimeout,
+            ApiError::internal("x"),
+        ];
+        for error in &every {
+            match error {
+                ApiError::Validation(_)
+                | ApiError::InvalidCredentials
+                | ApiError::Token { .. }
+                | ApiError::NotFound
+                | ApiError::MethodNotAllowed { .. }
+                | ApiError::PayloadTooLarge { .. }
+                | ApiError::UnsupportedMediaType
+                | ApiError::RateLimited { .. }
+                | ApiError::UpstreamError
+                | ApiError::UpstreamUnavailable
+                | ApiError::UpstreamTimeout
+                | ApiError::Internal(_) => {}
+            }
+        }
+        every
+    }
+
+    #[test]
+    fn the_spec_in_the_repo_lists_every_code_with_its_status_and_every_endpoint() {
+        let spec = include_str!("../../docs/API.md");
+        for error in one_of_each() {
+            let row = format!("| {} | `{}`", error.status().as_u16(), error.code());
+            let listed = spec.lines().any(|line| {
+                line.starts_with(&format!("| {} |", error.status().as_u16()))
+                    && line.contains(&format!("`{}`", error.code()))
+            });
+            assert!(listed, "docs/API.md has no row like {row:?}");
+        }
+        for endpoint in crate::endpoint::Endpoint::ALL {
+            let method = match endpoint.methods() {
+                crate::endpoint::Methods::Post => "POST",
+                crate::endpoint::Methods::Get => "GET",
+            };
+            let heading = format!("## {method} {}", endpoint.path());
+            assert!(
+                spec.lines().any(|line| line == heading),
+                "docs/API.md has no section {heading:?}"
+            );
+        }
+    }
 }

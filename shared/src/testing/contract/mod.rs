@@ -1,4 +1,4 @@
-//! The contract of `../shared/API.md` as executable cases, written once and run against each
+//! The contract of `docs/API.md` as executable cases, written once and run against each
 //! backend by `contract_tests!`. Each case asserts status, the contract's headers and the
 //! exact JSON.
 //!
