@@ -199,8 +199,37 @@ token_delay_ms = 100
 "#;
 
 impl BackendProcess {
-    /// Starts `binary` and waits, polling `/health`, until it answers.
+    /// Starts `binary` and waits, polling `/health`, until it answers. The port is picked
+    /// free and released before the child binds it, so another process may take it in
+    /// between; the child then exits saying it cannot listen, and the start is retried on
+    /// another port (a few times at most).
     pub async fn start(binary: &Path) -> Self {
+        const ATTEMPTS: usize = 3;
+        for _ in 0..ATTEMPTS {
+            let mut process = Self::spawn(binary);
+            let outcome = eventually(
+                "the binary answers /health or exits",
+                START_LIMIT,
+                async || process.health_or_exit().await,
+            )
+            .await;
+            match outcome {
+                Ok(()) => return process,
+                Err(_) if process.log().contains("cannot listen on") => continue,
+                Err(status) => panic!(
+                    "{} exited with {status} before it answered; its log:\n{}",
+                    binary.display(),
+                    process.log()
+                ),
+            }
+        }
+        panic!(
+            "{} found no free port in {ATTEMPTS} attempts",
+            binary.display()
+        );
+    }
+
+    fn spawn(binary: &Path) -> Self {
         let folder = tempfile::tempdir().expect("a temporary folder");
         let config = folder.path().join("config.toml");
         std::fs::write(&config, CONFIG).expect("write the config");
@@ -219,32 +248,28 @@ impl BackendProcess {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-        let mut process = Self {
+        Self {
             child,
             addr,
             base_url: format!("http://{addr}"),
             folder,
-        };
-        eventually("the binary answers /health", START_LIMIT, async || {
-            process.answers_health().await
-        })
-        .await;
-        process
+        }
     }
 
-    async fn answers_health(&mut self) -> Option<()> {
+    /// `Some(Ok)` once `/health` answers, `Some(Err)` if the process has exited.
+    async fn health_or_exit(&mut self) -> Option<Result<(), ExitStatus>> {
         if let Some(status) = self.child.try_wait().expect("the child's state") {
-            panic!(
-                "the binary exited with {status} before it answered; its log:\n{}",
-                self.log()
-            );
+            return Some(Err(status));
         }
         let health = client()
             .get(format!("{}{}", self.base_url, routes::HEALTH))
             .timeout(Duration::from_secs(1))
             .send()
             .await;
-        health.ok().filter(|r| r.status().is_success()).map(|_| ())
+        health
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| Ok(()))
     }
 
     /// Sends `signal` to the process; returns its pid.
@@ -290,7 +315,7 @@ fn log_path(folder: &Path) -> PathBuf {
 }
 
 /// A loopback address no one listens on now. The child binds it a moment later; should
-/// another process take it first, the child exits and `start` says so with its log.
+/// another process take it first, the child exits and `start` tries again.
 fn free_loopback_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
