@@ -49,7 +49,7 @@ pub struct ProxySection {
     pub threads: NonZeroUsize,
     pub cookie_name: CookieName,
     pub cookie_max_age_seconds: u64,
-    /// Set behind TLS.
+    /// Set behind a TLS terminator; over `[proxy.tls]` the cookie is `Secure` anyway.
     pub cookie_secure: bool,
     /// Read when `CANARY_COOKIE_SECRET` is unset; created on first start. Restart to change.
     pub cookie_secret_file: PathBuf,

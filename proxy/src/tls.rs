@@ -260,6 +260,13 @@ pub fn write_dev_certificate(dir: &Path) -> Result<(PathBuf, PathBuf), DevCertEr
         source,
     })?;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // Both checked first, so a refusal leaves no half pair behind.
+    if let Some(path) = [&cert, &key].into_iter().find(|path| path.exists()) {
+        return Err(DevCertError::Write {
+            path: path.clone(),
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        });
+    }
     for (path, bytes, mode) in [(&cert, &pair.cert, 0o644), (&key, &pair.key, 0o600)] {
         write_new(path, bytes, mode).map_err(|source| DevCertError::Write {
             path: path.clone(),
