@@ -190,16 +190,20 @@ impl ProxyAnswer {
 }
 
 /// Writes `answer` as the whole response and closes the connection afterwards (the request
-/// may not have been read to its end).
+/// may not have been read to its end); `hsts` is `strict-transport-security` over TLS.
 pub async fn write(
     session: &mut Session,
     answer: &ProxyAnswer,
     request_id: &str,
+    hsts: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
     let body = answer.body();
     let mut header = ResponseHeader::build(answer.status(), Some(4))?;
     for (name, value) in answer.headers(body.len(), Some(request_id)) {
         header.insert_header(name, value)?;
+    }
+    if let Some(hsts) = hsts {
+        header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
     }
     session.set_keepalive(None);
     session

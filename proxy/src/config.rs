@@ -49,7 +49,7 @@ pub struct ProxySection {
     pub threads: NonZeroUsize,
     pub cookie_name: CookieName,
     pub cookie_max_age_seconds: u64,
-    /// Set behind TLS.
+    /// Set behind a TLS terminator; over `[proxy.tls]` the cookie is `Secure` anyway.
     pub cookie_secure: bool,
     /// Read when `CANARY_COOKIE_SECRET` is unset; created on first start. Restart to change.
     pub cookie_secret_file: PathBuf,
@@ -74,6 +74,43 @@ pub struct ProxySection {
     pub total_timeout_ms: Millis,
     /// How long SIGTERM/SIGINT wait for in-flight requests. Restart to change.
     pub shutdown_grace_seconds: Seconds,
+    /// `[proxy.tls]`: HTTPS on a listener of its own. Absent: plain HTTP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[proxy.tls]`: HTTPS (HTTP/2 by ALPN, HTTP/1.1 still served) with rustls. Over it the
+/// bucket cookie is `Secure`, backends see `x-forwarded-proto: https` and every answer
+/// carries `strict-transport-security`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The HTTPS endpoint. Restart to add, remove or move it.
+    pub listen: SocketAddr,
+    /// PEM: the server certificate first, then its chain. Checked at load; served anew when
+    /// the file changes (with `key_file`), no restart needed.
+    pub cert_file: PathBuf,
+    /// PEM: the private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// `strict-transport-security: max-age=…` on every answer over TLS; 0 sends none.
+    #[serde(default = "TlsSection::default_hsts_max_age_seconds")]
+    pub hsts_max_age_seconds: u64,
+}
+
+impl TlsSection {
+    fn default_hsts_max_age_seconds() -> u64 {
+        365 * 24 * 3600
+    }
+
+    /// A section for these files, the other keys at their defaults.
+    pub fn new(listen: SocketAddr, cert_file: PathBuf, key_file: PathBuf) -> Self {
+        Self {
+            listen,
+            cert_file,
+            key_file,
+            hsts_max_age_seconds: Self::default_hsts_max_age_seconds(),
+        }
+    }
 }
 
 impl Default for ProxySection {
@@ -97,6 +134,7 @@ impl Default for ProxySection {
             read_timeout_ms: Millis::of(60_000),
             total_timeout_ms: Millis::of(300_000),
             shutdown_grace_seconds: Seconds::of(10),
+            tls: None,
         }
     }
 }
@@ -135,6 +173,8 @@ pub struct StartupSettings {
     pub threads: NonZeroUsize,
     pub cookie_secret_file: PathBuf,
     pub shutdown_grace_seconds: Seconds,
+    /// `proxy.tls.listen`, if TLS is on (the certificate reloads; the listener does not).
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl ProxyConfig {
@@ -150,6 +190,12 @@ impl ProxyConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.proxy.cookie_secret_file =
             common::config::resolve(base, &config.proxy.cookie_secret_file);
+        if let Some(tls) = &mut config.proxy.tls {
+            tls.cert_file = common::config::resolve(base, &tls.cert_file);
+            tls.key_file = common::config::resolve(base, &tls.key_file);
+            crate::tls::load(&tls.cert_file, &tls.key_file)
+                .map_err(|error| ConfigError::invalid(path, error.key(), error.to_string()))?;
+        }
         Ok(config)
     }
 
@@ -190,6 +236,7 @@ impl ProxyConfig {
             threads: self.proxy.threads,
             cookie_secret_file: self.proxy.cookie_secret_file.clone(),
             shutdown_grace_seconds: self.proxy.shutdown_grace_seconds,
+            tls_listen: self.proxy.tls.as_ref().map(|tls| tls.listen),
         }
     }
 
@@ -379,6 +426,41 @@ mod tests {
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
         let text = toml::to_string(&config).unwrap();
         assert_eq!(parse(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn the_tls_section_resolves_its_files_and_names_the_key_at_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::tls::write_dev_certificate(&dir.path().join("certs")).unwrap();
+        let path = dir.path().join("config.toml");
+        let section = "[proxy.tls]\nlisten = \"127.0.0.1:8443\"\n";
+        let files = "cert_file = \"certs/cert.pem\"\nkey_file = \"certs/key.pem\"\n";
+        let config = ProxyConfig::parse(&format!("{section}{files}"), &path).unwrap();
+        let tls = config.proxy.tls.as_ref().unwrap();
+        assert_eq!(tls.cert_file, dir.path().join("certs/cert.pem"));
+        assert_eq!(tls.hsts_max_age_seconds, 31_536_000);
+        assert_eq!(config.startup().tls_listen, Some(tls.listen));
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(ProxyConfig::parse(&text, &path).unwrap(), config);
+
+        for (text, key) in [
+            (format!("{section}{files}hsts = 1\n"), "proxy.tls"),
+            (
+                format!("{section}cert_file = \"nope.pem\"\nkey_file = \"certs/key.pem\"\n"),
+                "proxy.tls.cert_file",
+            ),
+            (
+                format!("{section}cert_file = \"certs/cert.pem\"\nkey_file = \"certs/cert.pem\"\n"),
+                "proxy.tls.key_file",
+            ),
+            (
+                files.replace("cert_file", "[proxy.tls]\ncert_file"),
+                "listen",
+            ),
+        ] {
+            let error = ProxyConfig::parse(&text, &path).unwrap_err();
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Client<'a> {
     /// The peer is in `proxy.trusted_proxies`: its forwarding fields are kept.
     pub trusted: bool,
     pub request_id: &'a str,
+    /// The request came over the TLS listener (`x-forwarded-proto: https`).
+    pub tls: bool,
 }
 
 /// Removes the hop-by-hop fields, and those the `connection` field names.
@@ -99,7 +101,8 @@ pub fn to_backend<H: HeaderEdit>(headers: &mut H, client: Client<'_>) -> Result<
         headers.insert(X_FORWARDED_FOR, value)?;
     }
     if !client.trusted || headers.fields().get(X_FORWARDED_PROTO).is_none() {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
+        let proto = if client.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     }
     set_request_id(headers, client.request_id)
 }
@@ -290,6 +293,7 @@ mod tests {
                 ip: Some(CLIENT),
                 trusted,
                 request_id: "req-1",
+                tls: false,
             };
             let Ok(()) = to_backend(&mut map, client);
             assert_eq!(values(&map, "x-forwarded-for"), [forwarded_for], "{what}");
@@ -309,11 +313,25 @@ mod tests {
             ip: None,
             trusted: false,
             request_id: "minted",
+            tls: false,
         };
         let Ok(()) = to_backend(&mut map, client);
         assert_eq!(values(&map, "x-request-id"), ["minted"]);
         assert_eq!(values(&map, "x-forwarded-for"), [""]);
         assert!(map.get("keep-alive").is_none());
+    }
+
+    #[test]
+    fn a_request_over_tls_is_forwarded_as_https() {
+        let mut map = headers(&[("x-forwarded-proto", "http")]);
+        let client = Client {
+            ip: Some(CLIENT),
+            trusted: false,
+            request_id: "req-1",
+            tls: true,
+        };
+        let Ok(()) = to_backend(&mut map, client);
+        assert_eq!(values(&map, "x-forwarded-proto"), ["https"]);
     }
 
     #[test]

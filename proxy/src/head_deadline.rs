@@ -46,6 +46,11 @@ where
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        if session.is_http2() {
+            // An HTTP/2 stream reaches here with its head already read (and Pingora gives it
+            // no connection context to signal through): nothing left to time.
+            return self.inner.process_new_http(session, shutdown).await;
+        }
         let deadline = self
             .state
             .live

@@ -17,4 +17,5 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod sticky;
+pub mod tls;
 pub mod window;

@@ -17,6 +17,10 @@ struct Args {
     config: PathBuf,
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Write a self-signed certificate for localhost (`cert.pem`, `key.pem`) into this
+    /// folder for `[proxy.tls]` in development, then exit; never overwrites.
+    #[arg(long, value_name = "DIR")]
+    make_dev_cert: Option<PathBuf>,
 }
 
 /// glibc's allocator spends a sixth of the proxy's CPU on its arena locks under load
@@ -27,8 +31,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     common::telemetry::init(args.log_format);
+    if let Some(dir) = args.make_dev_cert {
+        let (cert, key) = proxy::tls::write_dev_certificate(&dir)
+            .context("cannot make a development certificate")?;
+        println!("wrote {} and {}", cert.display(), key.display());
+        return Ok(());
+    }
     let config = ProxyConfig::load(&args.config).context("cannot start the proxy")?;
+    let tls_listen = config.proxy.tls.as_ref().map(|tls| tls.listen);
     let listeners = Listeners::bind(config.proxy.listen, config.proxy.admin_listen)
+        .and_then(|listeners| listeners.with_tls(tls_listen))
         .context("cannot start the proxy")?;
     let state = server::state(args.config, config).context("cannot start the proxy")?;
     let shutdown = server::register_signals(common::shutdown::signal_future)

@@ -4,10 +4,11 @@
 //!
 //! Pingora looks every listening address up in a table of inherited sockets before it binds
 //! (the table its graceful upgrade fills from the old process); a socket found there is
-//! adopted as it is. `Prebound` hands the wrapped service a table holding only its own socket.
+//! adopted as it is. `Prebound` hands the wrapped service a table holding only its own sockets
+//! (the plain one, and the TLS one when there is one).
 //! Ownership moves with it: the socket stays ours until the service starts, then Pingora's
 //! listener owns (and closes) it. `std`'s sockets are opened close-on-exec, which adoption
-//! keeps; Pingora needs them non-blocking, which `Prebound::new` sets.
+//! keeps; Pingora needs them non-blocking, which `Prebound` sets.
 //!
 //! Graceful upgrades are not used (the shutdown signal never asks for one), so Pingora's own
 //! table, which an upgrade would send to the next process, is left empty.
@@ -19,29 +20,46 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::{Fds, ListenFds, RuntimeOpts, ShutdownWatch};
 use pingora::services::listening::Service;
 use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 
 pub struct Prebound<A> {
     service: Service<A>,
-    listener: Option<TcpListener>,
-    /// The key Pingora looks the socket up by: the address string it was told to listen on.
-    address: String,
+    /// Each socket with the key Pingora looks it up by: the address string it was told to
+    /// listen on.
+    listeners: Vec<(String, TcpListener)>,
 }
 
 impl<A> Prebound<A> {
     /// `service` will serve on `listener`; it must have no other listening address.
     pub fn new(mut service: Service<A>, listener: TcpListener) -> std::io::Result<Self> {
-        let address = listener.local_addr()?.to_string();
-        listener.set_nonblocking(true)?;
+        let address = adopt(&listener)?;
         service.add_tcp(&address);
         Ok(Self {
             service,
-            listener: Some(listener),
-            address,
+            listeners: vec![(address, listener)],
         })
     }
+
+    /// Also serves TLS with `settings` on `listener`.
+    pub fn with_tls(
+        mut self,
+        listener: TcpListener,
+        settings: TlsSettings,
+    ) -> std::io::Result<Self> {
+        let address = adopt(&listener)?;
+        self.service.add_tls_with_settings(&address, None, settings);
+        self.listeners.push((address, listener));
+        Ok(self)
+    }
+}
+
+/// The address Pingora will know `listener` by, once it is ready to be adopted.
+fn adopt(listener: &TcpListener) -> std::io::Result<String> {
+    listener.set_nonblocking(true)?;
+    Ok(listener.local_addr()?.to_string())
 }
 
 #[async_trait]
@@ -54,9 +72,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceWithDependents for Prebound<A>
         ready_notifier: ServiceReadyNotifier,
     ) {
         let mut ours = Fds::new();
-        if let Some(listener) = self.listener.take() {
+        for (address, listener) in self.listeners.drain(..) {
             // From here on the listener Pingora builds from this descriptor owns it.
-            ours.add(self.address.clone(), listener.into_raw_fd());
+            ours.add(address, listener.into_raw_fd());
         }
         let table: ListenFds = Arc::new(ours.into());
         ServiceWithDependents::start_service(

@@ -73,8 +73,9 @@ impl Reloader {
         let state = &self.state;
         if config.startup() != state.startup {
             tracing::warn!(
-                "proxy.listen, proxy.admin_listen, proxy.threads, proxy.cookie_secret_file or \
-                 proxy.shutdown_grace_seconds changed: these need a restart; the rest is applied"
+                "proxy.listen, proxy.admin_listen, proxy.threads, proxy.cookie_secret_file, \
+                 proxy.shutdown_grace_seconds or proxy.tls.listen (or [proxy.tls] itself) \
+                 changed: these need a restart; the rest is applied"
             );
         }
         let current = state.live.load();

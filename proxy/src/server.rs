@@ -1,7 +1,7 @@
 //! The one way to run the proxy: `serve(listeners, state, shutdown)`. It assembles the Pingora
-//! server (the proxy service on the public listener, the admin service, the health checker
-//! and the reloader) on listeners the caller bound, and runs it until `shutdown` resolves,
-//! then drains. `main` passes the SIGINT/SIGTERM future; a test passes its own.
+//! server (the proxy service on the public listener and the TLS one if any, the admin
+//! service, the health checker, the reloader and the certificate watcher) on listeners the
+//! caller bound, and runs it until `shutdown` resolves, then drains. `main` passes the SIGINT/SIGTERM future; a test passes its own.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -42,14 +42,25 @@ pub enum StartupError {
     Listener(std::io::Error),
     #[error("cannot register for SIGHUP: {0}")]
     Signal(std::io::Error),
+    #[error("{key}: {error}")]
+    Tls {
+        key: &'static str,
+        error: crate::tls::TlsError,
+    },
+    #[error("cannot serve TLS: {0}")]
+    TlsSettings(pingora::BError),
+    #[error("a TLS listener needs [proxy.tls], and [proxy.tls] a TLS listener")]
+    TlsListener,
 }
 
-/// The proxy's two listening sockets.
+/// The proxy's listening sockets.
 pub struct Listeners {
     /// Where clients connect (`proxy.listen`).
     pub public: TcpListener,
     /// Metrics, status and the dashboard (`proxy.admin_listen`).
     pub admin: TcpListener,
+    /// HTTPS (`proxy.tls.listen`), when `[proxy.tls]` is set.
+    pub tls: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -60,7 +71,18 @@ impl Listeners {
         Ok(Self {
             public: bind(public)?,
             admin: bind(admin)?,
+            tls: None,
         })
+    }
+
+    /// Also binds the TLS listener at `address` (`proxy.tls.listen`), if there is one.
+    pub fn with_tls(mut self, address: Option<SocketAddr>) -> Result<Self, StartupError> {
+        if let Some(address) = address {
+            let listener = TcpListener::bind(address)
+                .map_err(|source| StartupError::Bind { address, source })?;
+            self.tls = Some(listener);
+        }
+        Ok(self)
     }
 }
 
@@ -117,7 +139,37 @@ pub fn serve(
         .admin
         .local_addr()
         .map_err(StartupError::Listener)?;
-    server.add_service(Prebound::new(proxy, listeners.public).map_err(StartupError::Listener)?);
+    let mut proxy = Prebound::new(proxy, listeners.public).map_err(StartupError::Listener)?;
+    let tls_section = state.live.load().settings.proxy.tls.clone();
+    let tls_address = match (listeners.tls, tls_section) {
+        (Some(listener), Some(section)) => {
+            let address = listener.local_addr().map_err(StartupError::Listener)?;
+            let first =
+                crate::tls::load(&section.cert_file, &section.key_file).map_err(|error| {
+                    StartupError::Tls {
+                        key: error.key(),
+                        error,
+                    }
+                })?;
+            let certificates = Arc::new(crate::tls::Certificates::new(first));
+            let settings = crate::tls::settings(Arc::clone(&certificates))
+                .map_err(StartupError::TlsSettings)?;
+            proxy = proxy
+                .with_tls(listener, settings)
+                .map_err(StartupError::Listener)?;
+            server.add_service(background_service(
+                "tls certificate reload",
+                crate::tls::CertWatcher {
+                    state: Arc::clone(&state),
+                    certificates,
+                },
+            ));
+            Some(address)
+        }
+        (None, None) => None,
+        _ => return Err(StartupError::TlsListener),
+    };
+    server.add_service(proxy);
     server.add_service(Prebound::new(admin, listeners.admin).map_err(StartupError::Listener)?);
     server.add_service(background_service(
         "health checks",
@@ -128,7 +180,12 @@ pub fn serve(
     let reloader = Reloader::new(Arc::clone(&state)).map_err(StartupError::Signal)?;
     server.add_service(background_service("config reload", reloader));
 
-    tracing::info!(listen = %public_address, admin = %admin_address, "proxy listening");
+    match tls_address {
+        Some(tls) => {
+            tracing::info!(listen = %public_address, admin = %admin_address, %tls, "proxy listening")
+        }
+        None => tracing::info!(listen = %public_address, admin = %admin_address, "proxy listening"),
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(OnFuture::new(shutdown)),
     });

@@ -25,6 +25,7 @@ use crate::metrics::RouteLabel;
 use crate::routing::{self, RouteInput, Side};
 use crate::state::{ClientSlot, Generation, ProxyState};
 use crate::sticky;
+use crate::tls;
 
 pub struct CanaryProxy {
     pub state: Arc<ProxyState>,
@@ -44,6 +45,10 @@ pub struct RequestCtx {
     set_cookie: Option<String>,
     body_bytes: usize,
     _slot: Option<ClientSlot>,
+    /// Over the TLS listener: the cookie is `Secure`, the backend sees `https`.
+    tls: bool,
+    /// `strict-transport-security` for every answer, when over TLS.
+    hsts: Option<http::HeaderValue>,
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -87,7 +92,7 @@ impl CanaryProxy {
                 live.cookie_name.as_str(),
                 &signer.cookie_value(choice.bucket),
                 live.cookie_max_age_seconds,
-                live.cookie_secure,
+                live.cookie_secure || ctx.tls,
             ));
         }
 
@@ -134,6 +139,8 @@ impl ProxyHttp for CanaryProxy {
             set_cookie: None,
             body_bytes: 0,
             _slot: None,
+            tls: false,
+            hsts: None,
         }
     }
 
@@ -150,6 +157,11 @@ impl ProxyHttp for CanaryProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // One generation for the whole request, so it sees one consistent config.
         let generation = self.state.live.load_full();
+        ctx.tls = tls::is_tls(session);
+        if ctx.tls {
+            let tls_section = generation.settings.proxy.tls.as_ref();
+            ctx.hsts = tls::hsts(tls_section.map(|t| t.hsts_max_age_seconds));
+        }
         let head = session.req_header();
         ctx.route = RouteLabel::of(head.uri.path());
         ctx.request_id = common::request_id::request_id(
@@ -168,7 +180,7 @@ impl ProxyHttp for CanaryProxy {
                 if let Some(reason) = refusal.refusal_reason() {
                     self.state.metrics.edge_refusal(reason);
                 }
-                answer::write(session, &refusal, &ctx.request_id).await?;
+                answer::write(session, &refusal, &ctx.request_id, ctx.hsts.as_ref()).await?;
                 Ok(true)
             }
         }
@@ -274,6 +286,7 @@ impl ProxyHttp for CanaryProxy {
             ip,
             trusted,
             request_id: &ctx.request_id,
+            tls: ctx.tls,
         };
         forwarding::to_backend(upstream, client)
     }
@@ -285,6 +298,9 @@ impl ProxyHttp for CanaryProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.answered_by = ctx.side;
+        if let Some(hsts) = &ctx.hsts {
+            response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        }
         let Some(generation) = &ctx.generation else {
             forwarding::strip_hop_by_hop(response);
             return Ok(());
@@ -328,7 +344,7 @@ impl ProxyHttp for CanaryProxy {
             && session.response_written().is_none()
         {
             // The client may be gone already; there is nobody left to tell.
-            let _ = answer::write(session, answer, &ctx.request_id).await;
+            let _ = answer::write(session, answer, &ctx.request_id, ctx.hsts.as_ref()).await;
         }
         FailToProxy {
             error_code: answer.map_or(0, |a| a.status().as_u16()),

@@ -184,11 +184,20 @@ impl Stack {
         new_percent: f64,
         edit: impl FnOnce(&mut ProxyConfig),
     ) -> Self {
+        Self::start_on(env, bind_listeners(), new_percent, edit).await
+    }
+
+    /// As `start_with`, on listeners the test bound (a TLS one, say).
+    pub async fn start_on(
+        env: TestEnv,
+        listeners: Listeners,
+        new_percent: f64,
+        edit: impl FnOnce(&mut ProxyConfig),
+    ) -> Self {
         let legacy = start_legacy(&env).await;
         let new = start_new(&env).await;
         let (legacy_addr, new_addr) = (addr_of(&legacy), addr_of(&new));
         let config_path = env.dir().join("proxy.toml");
-        let listeners = bind_listeners();
         let mut config = proxy_config((legacy_addr, new_addr), &listeners, new_percent);
         edit(&mut config);
         write_config(&config_path, &config);

@@ -9,6 +9,7 @@ mod reload;
 mod routing;
 mod slow_clients;
 mod streaming;
+mod tls;
 
 pub async fn via_proxy_at_0(env: &shared::testing::TestEnv) -> shared::testing::TestServer {
     harness::contract_stack(env, 0.0).await
