@@ -1,6 +1,12 @@
 //! Compression of JSON and HTML answers by Pingora's response compression module
-//! (`ResponseCompressionBuilder`, a downstream module): gzip, br or zstd, whichever of them
-//! the client's `accept-encoding` lists first (the module ignores q-values and `identity`).
+//! (`ResponseCompressionBuilder`, a downstream module): gzip or zstd, whichever the client's
+//! `accept-encoding` lists first (the module takes the first coding it knows, ignoring
+//! q-values, `identity` and codings it does not know).
+//!
+//! Not brotli: Pingora 0.9's brotli encoder flushes at the end of the body but never closes
+//! the stream (the final empty meta-block is missing), so a conforming decoder refuses the
+//! answer. `release` sets brotli's level to 0, so a client that lists `br` first gets the
+//! answer as it is; one that lists gzip or zstd first (browsers, curl) gets that.
 //!
 //! The module is registered armed (so it reads `accept-encoding` before `request_filter`),
 //! `hold` switches it off at the start of every request, and `release` switches it back on
@@ -13,6 +19,7 @@ use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use pingora::modules::http::HttpModules;
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::Session;
 
 use crate::config::CompressionSection;
@@ -28,7 +35,7 @@ pub fn hold(session: &mut Session) {
     set_level(session, 0);
 }
 
-/// Compresses this answer at `level`.
+/// Compresses this answer at `level` (brotli excepted, see above).
 pub fn release(session: &mut Session, level: u32) {
     set_level(session, level);
 }
@@ -40,6 +47,7 @@ fn set_level(session: &mut Session, level: u32) {
     // The level can only change before the module has seen the answer's head.
     if let Some(module) = module.filter(|m| m.is_header_phase()) {
         module.adjust_level(level);
+        module.adjust_algorithm_level(Algorithm::Brotli, 0);
     }
 }
 
