@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::answer::ProxyAnswer;
 use crate::routing::Side;
+use crate::security_headers;
 use crate::state::ProxyState;
 
 pub struct AdminApp {
@@ -66,6 +67,17 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let mut response = self.answer(session);
+        let generation = self.state.live.load();
+        let fields = &generation.settings.proxy.security_headers;
+        // Editing an `http::HeaderMap` cannot fail.
+        let _ = security_headers::to_client(fields, response.headers_mut());
+        response
+    }
+}
+
+impl AdminApp {
+    fn answer(&self, session: &ServerSession) -> http::Response<Vec<u8>> {
         let header = session.req_header();
         if header.method != http::Method::GET {
             return ProxyAnswer::MethodNotAllowed.to_response();

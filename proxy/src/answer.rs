@@ -16,6 +16,9 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{ErrorSource, ErrorType};
 
+use crate::state::Generation;
+use crate::{cors, security_headers};
+
 /// An answer the proxy gives without a backend's response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyAnswer {
@@ -189,19 +192,23 @@ impl ProxyAnswer {
     }
 }
 
-/// Writes `answer` as the whole response and closes the connection afterwards (the request
-/// may not have been read to its end); `hsts` is `strict-transport-security` over TLS.
+/// Writes `answer` as the whole response, with the fields every answer gets (security, and
+/// CORS for an allowed origin, so a page can read it; `hsts` is `strict-transport-security`
+/// over TLS), and closes the connection afterwards (the request may not have been read to
+/// its end).
 pub async fn write(
     session: &mut Session,
     answer: &ProxyAnswer,
     request_id: &str,
+    generation: &Generation,
     hsts: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
     let body = answer.body();
-    let mut header = ResponseHeader::build(answer.status(), Some(4))?;
+    let mut header = ResponseHeader::build(answer.status(), Some(16))?;
     for (name, value) in answer.headers(body.len(), Some(request_id)) {
         header.insert_header(name, value)?;
     }
+    generation.edge_fields(&session.req_header().headers, &mut header)?;
     if let Some(hsts) = hsts {
         header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
     }
@@ -210,6 +217,27 @@ pub async fn write(
         .write_response_header(Box::new(header), false)
         .await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// Answers a CORS preflight itself: `204` with the preflight's fields, the security fields
+/// and the request id, no body.
+pub async fn write_preflight(
+    session: &mut Session,
+    preflight: &cors::Preflight<'_>,
+    request_id: &str,
+    generation: &Generation,
+    hsts: Option<&HeaderValue>,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(StatusCode::NO_CONTENT, Some(16))?;
+    preflight.write(&mut header)?;
+    security_headers::to_client(&generation.settings.proxy.security_headers, &mut header)?;
+    if let Some(hsts) = hsts {
+        header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+    }
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        header.insert_header(common::request_id::HEADER, id)?;
+    }
+    session.write_response_header(Box::new(header), true).await
 }
 
 /// The `kind` label of `proxy_upstream_errors_total` for a Pingora error: the type's name in

@@ -10,8 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
-use common::config::value::{Bounded, Millis, OptionalHeaderName, Seconds};
+use common::config::value::{Bounded, Millis, OptionalHeaderName, OptionalHeaderValue, Seconds};
 use common::config::{BackendsConfig, ConfigError};
+use http::HeaderValue;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -77,6 +78,12 @@ pub struct ProxySection {
     /// `[proxy.tls]`: HTTPS on a listener of its own. Absent: plain HTTP only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSection>,
+    /// `[proxy.cors]`: which other origins' pages may call the API from a browser.
+    pub cors: CorsSection,
+    /// `[proxy.security_headers]`: set on every answer, the proxy's own included.
+    pub security_headers: SecurityHeadersSection,
+    /// `[proxy.compression]`: of JSON and HTML answers, never of event streams.
+    pub compression: CompressionSection,
 }
 
 /// `[proxy.tls]`: HTTPS (HTTP/2 by ALPN, HTTP/1.1 still served) with rustls. Over it the
@@ -135,6 +142,84 @@ impl Default for ProxySection {
             total_timeout_ms: Millis::of(300_000),
             shutdown_grace_seconds: Seconds::of(10),
             tls: None,
+            cors: CorsSection::default(),
+            security_headers: SecurityHeadersSection::default(),
+            compression: CompressionSection::default(),
+        }
+    }
+}
+
+/// `[proxy.cors]`, in the spirit of @fastify/cors: exact origins only, preflights answered by
+/// the proxy itself (see `cors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSection {
+    /// Exact origins (`scheme://host[:port]`, as a browser sends them) whose pages may call
+    /// the API; empty switches CORS off (preflights then go to the backends, which refuse).
+    pub allowed_origins: Vec<Origin>,
+    /// `access-control-allow-credentials: true`, so those pages may send cookies.
+    pub allow_credentials: bool,
+    /// How long a browser may reuse a preflight's answer (browsers cap it: Chromium at 7200).
+    pub max_age_seconds: Bounded<0, 86_400>,
+}
+
+impl Default for CorsSection {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allow_credentials: false,
+            max_age_seconds: Bounded::of(600),
+        }
+    }
+}
+
+/// `[proxy.security_headers]`, in the spirit of helmet's defaults: each is set on every
+/// answer (replacing a backend's), and `""` switches one off (a backend's then passes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeadersSection {
+    pub x_content_type_options: OptionalHeaderValue,
+    /// Or `""`, leaving it to a page's `content-security-policy: frame-ancestors`.
+    pub x_frame_options: OptionalHeaderValue,
+    pub referrer_policy: OptionalHeaderValue,
+    pub cross_origin_opener_policy: OptionalHeaderValue,
+    pub cross_origin_resource_policy: OptionalHeaderValue,
+    pub x_dns_prefetch_control: OptionalHeaderValue,
+}
+
+impl Default for SecurityHeadersSection {
+    fn default() -> Self {
+        Self {
+            x_content_type_options: OptionalHeaderValue::of("nosniff"),
+            x_frame_options: OptionalHeaderValue::of("SAMEORIGIN"),
+            referrer_policy: OptionalHeaderValue::of("no-referrer"),
+            cross_origin_opener_policy: OptionalHeaderValue::of("same-origin"),
+            cross_origin_resource_policy: OptionalHeaderValue::of("same-origin"),
+            x_dns_prefetch_control: OptionalHeaderValue::of("off"),
+        }
+    }
+}
+
+/// `[proxy.compression]`: JSON and HTML answers with a `content-length` of at least
+/// `min_bytes` are compressed by Pingora's response compression module with the client's
+/// first listed coding among gzip, br and zstd; event streams and answers without a length
+/// never are (see `compression`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionSection {
+    pub enabled: bool,
+    /// Smaller answers go as they are.
+    pub min_bytes: u64,
+    /// 1 (fastest) to 9, for each algorithm.
+    pub level: Bounded<1, 9>,
+}
+
+impl Default for CompressionSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_bytes: 1024,
+            level: Bounded::of(5),
         }
     }
 }
@@ -284,6 +369,50 @@ impl Serialize for Percent {
     }
 }
 
+/// A browser origin, `http(s)://host[:port]` in lower case as browsers serialise it, held as
+/// the header value it is compared with and echoed as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(HeaderValue);
+
+impl Origin {
+    pub fn parse(origin: &str) -> Result<Self, &'static str> {
+        const SHAPE: &str = "must be an origin: http(s)://host[:port], lower case, no path";
+        let uri: http::Uri = origin.parse().map_err(|_| SHAPE)?;
+        // Exactly `scheme://authority`: no path, query or trailing slash.
+        let shaped = match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme @ ("http" | "https")), Some(authority)) => {
+                origin
+                    .strip_prefix(scheme)
+                    .and_then(|o| o.strip_prefix("://"))
+                    == Some(authority.as_str())
+                    && !authority.as_str().contains('@')
+            }
+            _ => false,
+        } && !origin.bytes().any(|b| b.is_ascii_uppercase());
+        if !shaped {
+            return Err(SHAPE);
+        }
+        HeaderValue::from_str(origin).map(Self).map_err(|_| SHAPE)
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for Origin {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Parsed from a `str`, so it is one.
+        serializer.serialize_str(self.0.to_str().unwrap_or_default())
+    }
+}
+
 /// A cookie name: RFC 6265's `token`, which is RFC 9110's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieName(String);
@@ -405,11 +534,63 @@ mod tests {
                 "[backends.legacy]\nlisten = \"127.0.0.1:5\"\n[backends.new]\nlisten = \"127.0.0.1:5\"\n",
                 "backends.new.listen",
             ),
+            (
+                "[proxy.cors]\nallowed_origins = [\"http://localhost:5173/\"]\n",
+                "proxy.cors.allowed_origins",
+            ),
+            (
+                "[proxy.cors]\nallowed_origins = [\"HTTP://Localhost:5173\"]\n",
+                "proxy.cors.allowed_origins",
+            ),
+            (
+                "[proxy.cors]\nallowed_origins = [\"null\"]\n",
+                "proxy.cors.allowed_origins",
+            ),
+            ("[proxy.cors]\nallowed_origin = []\n", "allowed_origin"),
+            (
+                "[proxy.cors]\nmax_age_seconds = 100000\n",
+                "proxy.cors.max_age_seconds",
+            ),
+            (
+                "[proxy.security_headers]\nreferrer_policy = \"a\\u0001b\"\n",
+                "proxy.security_headers.referrer_policy",
+            ),
+            (
+                "[proxy.compression]\nlevel = 0\n",
+                "proxy.compression.level",
+            ),
             ("[routing\nnew_percent = 5", "TOML parse error"),
         ] {
             let error = parse(text).unwrap_err().to_string();
             assert!(error.contains(key), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn cors_origins_security_headers_and_compression_read_typed() {
+        let config = parse(
+            "[proxy.cors]\nallowed_origins = [\"http://localhost:5173\", \"https://app.example.com\"]\n\
+             allow_credentials = true\n[proxy.security_headers]\nx_frame_options = \"\"\n\
+             [proxy.compression]\nmin_bytes = 10\n",
+        )
+        .unwrap();
+        let origins: Vec<&str> = (config.proxy.cors.allowed_origins.iter())
+            .map(|o| o.header_value().to_str().unwrap())
+            .collect();
+        assert_eq!(
+            origins,
+            ["http://localhost:5173", "https://app.example.com"]
+        );
+        assert!(config.proxy.cors.allow_credentials);
+        assert_eq!(config.proxy.security_headers.x_frame_options.get(), None);
+        assert_eq!(
+            config.proxy.security_headers.referrer_policy.get().unwrap(),
+            "no-referrer"
+        );
+        assert_eq!(config.proxy.compression.min_bytes, 10);
+        let defaults = parse("").unwrap();
+        assert!(defaults.proxy.cors.allowed_origins.is_empty());
+        assert!(defaults.proxy.compression.enabled);
     }
 
     #[test]
@@ -424,6 +605,8 @@ mod tests {
         config.routing.new_percent = Percent::from_percent(12.5).unwrap();
         config.proxy.override_header = OptionalHeaderName::off();
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
+        config.proxy.cors.allowed_origins = vec![Origin::parse("http://localhost:5173").unwrap()];
+        config.proxy.security_headers.x_dns_prefetch_control = OptionalHeaderValue::off();
         let text = toml::to_string(&config).unwrap();
         assert_eq!(parse(&text).unwrap(), config);
     }

@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod answer;
 pub mod bucket;
+pub mod compression;
 pub mod config;
+pub mod cors;
 pub mod edge;
 pub mod forwarding;
 pub mod head_deadline;
@@ -13,6 +15,7 @@ pub mod metrics;
 pub mod prebound;
 pub mod reload;
 pub mod routing;
+pub mod security_headers;
 pub mod server;
 pub mod service;
 pub mod state;

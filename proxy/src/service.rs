@@ -13,12 +13,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::ErrorType;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::answer::{self, ProxyAnswer};
 use crate::bucket;
+use crate::compression;
 use crate::edge;
 use crate::forwarding::{self, Client};
 use crate::metrics::RouteLabel;
@@ -154,7 +156,12 @@ impl ProxyHttp for CanaryProxy {
         crate::head_deadline::HeadRead::signal(head_read);
     }
 
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        compression::register(modules);
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        compression::hold(session);
         // One generation for the whole request, so it sees one consistent config.
         let generation = self.state.live.load_full();
         ctx.tls = tls::is_tls(session);
@@ -169,10 +176,22 @@ impl ProxyHttp for CanaryProxy {
                 .get(common::request_id::HEADER)
                 .map(|v| v.as_bytes()),
         );
+        if let Some(preflight) = generation.cors.preflight(&head.method, &head.headers) {
+            answer::write_preflight(
+                session,
+                &preflight,
+                &ctx.request_id,
+                &generation,
+                ctx.hsts.as_ref(),
+            )
+            .await?;
+            ctx.generation = Some(generation);
+            return Ok(true);
+        }
         let decided = self.decide(session, ctx, &generation);
-        ctx.generation = Some(generation);
         match decided {
             Ok(side) => {
+                ctx.generation = Some(generation);
                 ctx.side = Some(side);
                 Ok(false)
             }
@@ -180,7 +199,15 @@ impl ProxyHttp for CanaryProxy {
                 if let Some(reason) = refusal.refusal_reason() {
                     self.state.metrics.edge_refusal(reason);
                 }
-                answer::write(session, &refusal, &ctx.request_id, ctx.hsts.as_ref()).await?;
+                answer::write(
+                    session,
+                    &refusal,
+                    &ctx.request_id,
+                    &generation,
+                    ctx.hsts.as_ref(),
+                )
+                .await?;
+                ctx.generation = Some(generation);
                 Ok(true)
             }
         }
@@ -293,7 +320,7 @@ impl ProxyHttp for CanaryProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -305,6 +332,11 @@ impl ProxyHttp for CanaryProxy {
             forwarding::strip_hop_by_hop(response);
             return Ok(());
         };
+        generation.edge_fields(&session.req_header().headers, response)?;
+        let compression = &generation.settings.proxy.compression;
+        if compression::compresses(compression, &response.headers) {
+            compression::release(session, compression.level.get() as u32);
+        }
         let served_by = ctx
             .side
             .filter(|_| generation.settings.proxy.served_by_header);
@@ -343,8 +375,17 @@ impl ProxyHttp for CanaryProxy {
         if let Some(answer) = &answer
             && session.response_written().is_none()
         {
+            let generation =
+                (ctx.generation.clone()).unwrap_or_else(|| self.state.live.load_full());
             // The client may be gone already; there is nobody left to tell.
-            let _ = answer::write(session, answer, &ctx.request_id, ctx.hsts.as_ref()).await;
+            let _ = answer::write(
+                session,
+                answer,
+                &ctx.request_id,
+                &generation,
+                ctx.hsts.as_ref(),
+            )
+            .await;
         }
         FailToProxy {
             error_code: answer.map_or(0, |a| a.status().as_u16()),

@@ -11,15 +11,19 @@ use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{ProxyConfig, StartupSettings};
+use crate::forwarding::HeaderEdit;
 use crate::metrics::ProxyMetrics;
 use crate::routing::Side;
 use crate::sticky::BucketSigner;
+use crate::{cors, security_headers};
 
-/// One config generation: its settings and the upstream peers built from them.
+/// One config generation: its settings and what is built from them once (the upstream peers,
+/// the CORS policy's header values).
 pub struct Generation {
     pub number: u64,
     pub loaded_at: time::OffsetDateTime,
     pub settings: ProxyConfig,
+    pub cors: cors::Policy,
     peers: [HttpPeer; 2],
 }
 
@@ -38,12 +42,25 @@ impl Generation {
             peer(settings.backends.legacy.listen),
             peer(settings.backends.new.listen),
         ];
+        let cors = cors::Policy::new(&settings.proxy.cors, settings.proxy.override_header.get());
         Self {
             number,
             loaded_at: time::OffsetDateTime::now_utc(),
             settings,
+            cors,
             peers,
         }
+    }
+
+    /// The fields every answer on the public listener gets, proxied or the proxy's own: the
+    /// security fields and, for the request's origin, the CORS fields.
+    pub fn edge_fields<H: HeaderEdit>(
+        &self,
+        request: &http::HeaderMap,
+        response: &mut H,
+    ) -> Result<(), H::Error> {
+        security_headers::to_client(&self.settings.proxy.security_headers, response)?;
+        self.cors.to_client(request, response)
     }
 
     pub fn peer(&self, side: Side) -> HttpPeer {

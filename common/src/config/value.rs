@@ -185,6 +185,47 @@ impl Serialize for OptionalHeaderName {
     }
 }
 
+/// A header value checked when the file is read, or `""` in the file for "switched off".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OptionalHeaderValue(Option<http::HeaderValue>);
+
+impl OptionalHeaderValue {
+    pub fn of(value: &'static str) -> Self {
+        Self(Some(http::HeaderValue::from_static(value)))
+    }
+
+    pub fn off() -> Self {
+        Self(None)
+    }
+
+    pub fn get(&self) -> Option<&http::HeaderValue> {
+        self.0.as_ref()
+    }
+}
+
+impl<'de> Deserialize<'de> for OptionalHeaderValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        if value.is_empty() {
+            return Ok(Self(None));
+        }
+        http::HeaderValue::from_str(&value)
+            .map(|value| Self(Some(value)))
+            .map_err(|_| {
+                D::Error::custom(
+                    "must be a header value (visible ASCII), or empty to switch it off",
+                )
+            })
+    }
+}
+
+impl Serialize for OptionalHeaderValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Only values read from a string or `of` a static str are held, so they are text.
+        serializer.serialize_str(self.0.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -214,6 +255,8 @@ mod tests {
         name: Option<NonEmptyString>,
         #[serde(default)]
         header: Option<OptionalHeaderName>,
+        #[serde(default)]
+        value: Option<OptionalHeaderValue>,
     }
 
     fn default_size() -> Bounded<1024> {
@@ -247,6 +290,10 @@ mod tests {
                 "[section]\nheader = \"a b\"\n",
                 "section.header: must be a header name",
             ),
+            (
+                "[section]\nvalue = \"line\\nbreak\"\n",
+                "section.value: must be a header value",
+            ),
             ("[section]\nsize = \"big\"\n", "section.size: invalid type"),
             ("[section]\nsizes = 1\n", "unknown field `sizes`"),
         ] {
@@ -267,8 +314,11 @@ mod tests {
             Duration::from_millis(250)
         );
         assert_eq!(section.header.unwrap().get().unwrap().as_str(), "x-canary");
-        let off = parse_section("[section]\nheader = \"\"\n").unwrap();
+        let off = parse_section("[section]\nheader = \"\"\nvalue = \"\"\n").unwrap();
         assert_eq!(off.header.unwrap().get(), None);
+        assert_eq!(off.value.unwrap().get(), None);
+        let value = parse_section("[section]\nvalue = \"no-referrer\"\n").unwrap();
+        assert_eq!(value.value.unwrap().get().unwrap(), "no-referrer");
         assert_eq!(off.size.get(), 4096);
     }
 

@@ -10,6 +10,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use shared::testing::{eventually, forge};
 
+use proxy::config::Origin;
+use shared::testing::TestEnv;
+
 use crate::harness::{Stack, first_printed};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -163,6 +166,48 @@ impl Browser {
         self.click("#login-button").await;
     }
 
+    /// Runs a Chrome DevTools Protocol command in this session, through chromedriver.
+    async fn cdp(&self, command: &str, params: serde_json::Value) {
+        let session = (self.client.session_id().await.ok().flatten()).expect("a session");
+        let answer = shared::testing::client::client()
+            .post(format!(
+                "http://127.0.0.1:{}/session/{session}/goog/cdp/execute",
+                self.port
+            ))
+            .json(&json!({"cmd": command, "params": params}))
+            .send()
+            .await
+            .expect("chromedriver answers");
+        assert!(
+            answer.status().is_success(),
+            "{command}: {}",
+            answer.status()
+        );
+    }
+
+    /// From now on, every page records the content-security-policy violations it meets.
+    async fn watch_csp(&self) {
+        let source = "window.__cspViolations = []; \
+            document.addEventListener('securitypolicyviolation', \
+              (e) => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));";
+        self.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": source }),
+        )
+        .await;
+    }
+
+    async fn csp_violations(&self) -> Vec<String> {
+        let seen = self
+            .client
+            .execute("return window.__cspViolations || null;", vec![])
+            .await
+            .expect("script runs");
+        serde_json::from_value::<Option<Vec<String>>>(seen)
+            .expect("a list")
+            .expect("the CSP watch is installed")
+    }
+
     async fn finish(self) {
         let _ = self.client.clone().close().await;
     }
@@ -171,6 +216,7 @@ impl Browser {
 async fn full_flow(new_percent: f64, side: &str) {
     let stack = Stack::start(new_percent).await;
     let browser = Browser::start().await;
+    browser.watch_csp().await;
     browser
         .sign_in(&stack.proxy.base_url, "demo-password")
         .await;
@@ -184,6 +230,43 @@ async fn full_flow(new_percent: f64, side: &str) {
     assert!(output.split_whitespace().count() >= 2, "{output}");
     browser.text_of("#served-by", |t| t == side).await;
     browser.screenshot(&format!("{side}-2-generated")).await;
+
+    // The page's own script and style ran under its content-security-policy...
+    assert_eq!(browser.csp_violations().await, Vec::<String>::new());
+    let background = browser
+        .client
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor;",
+            vec![],
+        )
+        .await
+        .expect("script runs");
+    assert_eq!(
+        background,
+        json!("rgb(247, 248, 250)"),
+        "the page's style applies"
+    );
+    // ...which is enforced: an injected inline script is refused, and the watch sees it.
+    browser
+        .client
+        .execute(
+            "const s = document.createElement('script'); s.textContent = 'window.injected = 1;'; \
+             document.body.appendChild(s); return null;",
+            vec![],
+        )
+        .await
+        .expect("script runs");
+    eventually(
+        "the injected script is refused",
+        Duration::from_secs(10),
+        async || {
+            let seen = browser.csp_violations().await;
+            seen.iter()
+                .any(|v| v.starts_with("script-src"))
+                .then_some(())
+        },
+    )
+    .await;
     browser.finish().await;
 }
 
@@ -202,42 +285,90 @@ async fn the_override_header_sends_a_tester_to_new_at_0_percent() {
     let stack = Stack::start(0.0).await;
     let browser = Browser::start().await;
     // What a tester's header extension does: add `x-canary: new` to every request.
-    let session = browser
-        .client
-        .session_id()
-        .await
-        .ok()
-        .flatten()
-        .expect("a session");
-    let http = shared::testing::client::client();
-    let port = browser.port;
-    for (command, params) in [
-        ("Network.enable", json!({})),
-        (
+    browser.cdp("Network.enable", json!({})).await;
+    browser
+        .cdp(
             "Network.setExtraHTTPHeaders",
             json!({"headers": {"x-canary": "new"}}),
-        ),
-    ] {
-        let answer = http
-            .post(format!(
-                "http://127.0.0.1:{port}/session/{session}/goog/cdp/execute"
-            ))
-            .json(&json!({"cmd": command, "params": params}))
-            .send()
-            .await
-            .expect("chromedriver answers");
-        assert!(
-            answer.status().is_success(),
-            "{command}: {}",
-            answer.status()
-        );
-    }
+        )
+        .await;
     browser
         .sign_in(&stack.proxy.base_url, "demo-password")
         .await;
     browser.text_of("#user-name", |t| t == "Demo User").await;
     browser.text_of("#served-by", |t| t == "new").await;
     browser.screenshot("override-new-at-0-percent").await;
+    browser.finish().await;
+}
+
+/// The frontend page as a second origin serves it (a development server, say): the same
+/// bytes the backends serve, with the proxy's origin in `<meta name="canary-api">`.
+async fn serve_page_from_a_second_origin(
+    listener: tokio::net::TcpListener,
+    stack: &Stack,
+) -> tokio::sync::oneshot::Sender<()> {
+    let page = shared::testing::client::client()
+        .get(stack.url("/"))
+        .send()
+        .await
+        .expect("the page")
+        .text()
+        .await
+        .expect("the page's text");
+    let empty = r#"<meta name="canary-api" content="">"#;
+    assert!(page.contains(empty), "the page names no API origin");
+    let page = page.replacen(
+        empty,
+        &format!(
+            r#"<meta name="canary-api" content="{}">"#,
+            stack.proxy.base_url
+        ),
+        1,
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { axum::response::Html(page) }),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    stop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_from_a_second_origin_logs_in_and_generates_through_the_proxy() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the second origin");
+    let origin = format!("http://{}", listener.local_addr().expect("an address"));
+    let allowed = Origin::parse(&origin).expect("an origin");
+    let stack = Stack::start_with(TestEnv::new(), 100.0, |c| {
+        c.proxy.cors.allowed_origins = vec![allowed];
+    })
+    .await;
+    let _stop = serve_page_from_a_second_origin(listener, &stack).await;
+    let browser = Browser::start().await;
+    browser.watch_csp().await;
+    browser.sign_in(&origin, "demo-password").await;
+    browser.text_of("#user-name", |t| t == "Demo User").await;
+    // `x-served-by` is readable across origins only because the proxy exposes it.
+    browser.text_of("#served-by", |t| t == "new").await;
+    browser.click("#generate-button").await;
+    let usage = browser.text_of("#usage", |t| t.contains("tokens")).await;
+    assert!(usage.starts_with("local-canary-1"), "{usage}");
+    let url = browser.client.current_url().await.expect("a url");
+    assert_eq!(
+        url.origin().ascii_serialization(),
+        origin,
+        "still on the second origin"
+    );
+    assert_eq!(browser.csp_violations().await, Vec::<String>::new());
+    browser.screenshot("second-origin-generated").await;
     browser.finish().await;
 }
 

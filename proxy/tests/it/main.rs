@@ -1,6 +1,8 @@
 //! Integration tests of the proxy against both backends, all in-process on loopback.
 
 mod browser;
+mod compression;
+mod cors;
 mod edge;
 mod failover;
 mod harness;
