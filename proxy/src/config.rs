@@ -57,7 +57,7 @@ pub struct ProxySection {
     pub override_header: OptionalHeaderName,
     /// `x-served-by: legacy|new` on every proxied answer.
     pub served_by_header: bool,
-    /// Peers whose `x-forwarded-for` / `x-forwarded-proto` are kept (appended to).
+    /// Peers whose `x-forwarded-for` / `forwarded` / `x-forwarded-proto` are kept (appended to).
     pub trusted_proxies: Vec<IpAddr>,
     /// Larger request heads get 431.
     pub max_header_bytes: Bounded<1024>,

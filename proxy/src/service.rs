@@ -274,6 +274,7 @@ impl ProxyHttp for CanaryProxy {
             ip,
             trusted,
             request_id: &ctx.request_id,
+            tls: false,
         };
         forwarding::to_backend(upstream, client)
     }

@@ -411,3 +411,44 @@ async fn several_x_forwarded_for_fields_from_a_trusted_proxy_are_kept_as_one_lis
         "{seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_is_rewritten_as_x_forwarded_for_is() {
+    let stack = Stack::start(0.0).await;
+    let _stop_echo = legacy_is_an_echo(&stack, |_| {}).await;
+    let spoofed = [("forwarded", "for=6.6.6.6;proto=https;by=evil")];
+
+    // From an untrusted client its own is dropped, and this hop's set.
+    let (_, seen) = seen_upstream(&stack, &spoofed).await;
+    assert_eq!(
+        values(&seen, "forwarded"),
+        Some(vec!["for=127.0.0.1;proto=http".to_owned()]),
+        "{seen}"
+    );
+    let (_, seen) = seen_upstream(&stack, &[]).await;
+    assert_eq!(
+        values(&seen, "forwarded"),
+        Some(vec!["for=127.0.0.1;proto=http".to_owned()]),
+        "{seen}"
+    );
+
+    // From a trusted proxy this hop's element is appended to its list.
+    stack
+        .apply(|config| config.proxy.trusted_proxies = vec![Ipv4Addr::LOCALHOST.into()])
+        .await;
+    let (_, seen) = seen_upstream(
+        &stack,
+        &[
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("forwarded", "for=7.7.7.7"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        values(&seen, "forwarded"),
+        Some(vec![
+            "for=6.6.6.6;proto=https, for=7.7.7.7, for=127.0.0.1;proto=http".to_owned()
+        ]),
+        "{seen}"
+    );
+}
