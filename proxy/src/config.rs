@@ -59,7 +59,7 @@ pub struct ProxySection {
     pub served_by_header: bool,
     /// Peers whose `x-forwarded-for` / `forwarded` / `x-forwarded-proto` are kept (appended to).
     pub trusted_proxies: Vec<IpAddr>,
-    /// Larger request heads get 431.
+    /// Larger request heads get 431; a longer request target alone, 414.
     pub max_header_bytes: Bounded<1024>,
     /// Larger request bodies get 413 at the edge.
     pub max_body_bytes: Bounded<1024>,

@@ -1,6 +1,6 @@
 //! The header edits on the way through: hop-by-hop fields stop at the proxy (both ways), the
-//! request gets `x-forwarded-for`, `forwarded` (RFC 7239), `x-forwarded-proto`, and
-//! `x-request-id`, and the response gets `x-served-by`, the bucket cookie and
+//! request gets `x-forwarded-for`, `forwarded` (RFC 7239), `x-forwarded-proto`, `x-request-id`
+//! and always a `host`, and the response gets `x-served-by`, the bucket cookie and
 //! `x-request-id`.
 //!
 //! The edits are written once against `HeaderEdit`, which Pingora's headers implement
@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderMap, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -22,6 +22,7 @@ const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer"
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const FORWARDED: &str = "forwarded";
+const HOST: &str = "host";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_SERVED_BY: &str = "x-served-by";
 const SET_COOKIE: &str = "set-cookie";
@@ -147,6 +148,22 @@ fn forwarded_element(client: Client<'_>) -> String {
     element.push_str(";proto=");
     element.push_str(client.scheme());
     element
+}
+
+/// Gives the request a `host` if it has none (an HTTP/1.0 client need not send one; an
+/// HTTP/1.1 request without one was refused at the edge): the backend's address, so that
+/// both backends see the same request and answer alike.
+pub fn host_for_backend<H: HeaderEdit>(
+    headers: &mut H,
+    backend: SocketAddr,
+) -> Result<(), H::Error> {
+    if headers.fields().contains_key(HOST) {
+        return Ok(());
+    }
+    match HeaderValue::try_from(backend.to_string()) {
+        Ok(value) => headers.insert(HOST, value),
+        Err(_) => Ok(()),
+    }
 }
 
 /// The response as the client receives it: hop-by-hop fields gone, the side that answered
@@ -444,6 +461,20 @@ mod tests {
             let Ok(()) = to_backend(&mut map, client);
             assert_eq!(values(&map, "forwarded"), [forwarded], "{what}");
             assert_eq!(values(&map, "x-forwarded-proto"), [proto], "{what}");
+        }
+    }
+
+    #[test]
+    fn a_request_without_host_gets_the_backends_address_and_one_with_keeps_its_own() {
+        let backend: SocketAddr = "127.0.0.1:3001".parse().unwrap();
+        for (fields, expected) in [
+            (vec![], "127.0.0.1:3001"),
+            (vec![("host", "example.com")], "example.com"),
+            (vec![("host", "")], ""),
+        ] {
+            let mut map = headers(&fields);
+            let Ok(()) = host_for_backend(&mut map, backend);
+            assert_eq!(values(&map, "host"), [expected]);
         }
     }
 

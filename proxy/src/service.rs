@@ -68,7 +68,7 @@ impl CanaryProxy {
             max_header_bytes: live.max_header_bytes.as_usize(),
             max_body_bytes: live.max_body_bytes.as_usize(),
         };
-        edge::check(&head.method, &head.uri, &head.headers, limits)?;
+        edge::check(&head.method, &head.uri, head.version, &head.headers, limits)?;
         if let Some(ip) = client_ip(session) {
             let slot = self
                 .state
@@ -276,6 +276,9 @@ impl ProxyHttp for CanaryProxy {
             request_id: &ctx.request_id,
             tls: false,
         };
+        if let (Some(generation), Some(side)) = (&ctx.generation, ctx.side) {
+            forwarding::host_for_backend(upstream, generation.address(side))?;
+        }
         forwarding::to_backend(upstream, client)
     }
 
@@ -325,6 +328,13 @@ impl ProxyHttp for CanaryProxy {
             self.state.metrics.upstream_error(side, kind);
         }
         let answer = ProxyAnswer::for_error(e.etype(), e.esource());
+        // Pingora's 413 was counted where it was raised; a malformed body is counted here.
+        if let Some(reason) = answer
+            .filter(|a| *a == ProxyAnswer::MalformedRequest)
+            .and_then(|a| a.refusal_reason())
+        {
+            self.state.metrics.edge_refusal(reason);
+        }
         if let Some(answer) = &answer
             && session.response_written().is_none()
         {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long a whole exchange may take before the test fails (a bound, never a wait).
@@ -30,6 +30,10 @@ impl RawResponse {
             .map(|(_, v)| v.as_str())
     }
 
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     /// The body as JSON, or `Null` when it is not JSON (an empty body, say).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
@@ -50,6 +54,18 @@ pub fn addr_of(base_url: &str) -> SocketAddr {
         .trim_start_matches("http://")
         .parse()
         .expect("a socket address")
+}
+
+/// Connects, writes `request` in one go, and reads `expected` responses (see
+/// `read_responses`).
+pub async fn exchange(addr: SocketAddr, request: &[u8], expected: usize) -> Exchange {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
+    // The server may answer and close before reading everything (an oversized head); a
+    // failed write then is part of what is tested, not an error of the test.
+    let _ = stream.write_all(request).await;
+    read_responses(&mut stream, expected).await
 }
 
 /// Reads until `expected` whole responses have arrived, or the server closes the
