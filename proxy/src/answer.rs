@@ -33,6 +33,9 @@ pub enum ProxyAnswer {
     /// The request broke HTTP/1 framing after its head (a bad chunk, say); Pingora's own
     /// answer to a head it cannot parse is not ours to write (see ARCHITECTURE.md).
     MalformedRequest,
+    /// One of `proxy.internal_paths`, which the public listener never routes; the same
+    /// answer as a backend's unknown route.
+    InternalPath,
     /// `content-length` declares more than `proxy.max_body_bytes`.
     DeclaredBodyTooLarge { limit: usize },
     /// The body crossed `proxy.max_body_bytes` while streaming in (no length was declared).
@@ -61,6 +64,7 @@ impl ProxyAnswer {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::MissingHost | Self::MalformedRequest => StatusCode::BAD_REQUEST,
+            Self::InternalPath => StatusCode::NOT_FOUND,
             Self::DeclaredBodyTooLarge { .. } | Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequestsFromClient => StatusCode::TOO_MANY_REQUESTS,
             Self::NoBackend | Self::BackendUnreachable => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,6 +82,7 @@ impl ProxyAnswer {
             Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Self::UriTooLong => "URI_TOO_LONG",
             Self::MissingHost | Self::MalformedRequest => "BAD_REQUEST",
+            Self::InternalPath => "NOT_FOUND",
             Self::DeclaredBodyTooLarge { .. } | Self::BodyTooLarge => "PAYLOAD_TOO_LARGE",
             Self::TooManyRequestsFromClient => "RATE_LIMITED",
             Self::NoBackend | Self::BackendUnreachable => "BACKEND_UNAVAILABLE",
@@ -95,6 +100,8 @@ impl ProxyAnswer {
             Self::UriTooLong => "request target is too long",
             Self::MissingHost => "an HTTP/1.1 request needs a host header",
             Self::MalformedRequest => "malformed request",
+            // Word for word the backends' 404, so an internal path looks like no route at all.
+            Self::InternalPath => "no such route",
             Self::DeclaredBodyTooLarge { limit } => {
                 return Cow::Owned(format!("request body is larger than {limit} bytes"));
             }
@@ -120,6 +127,7 @@ impl ProxyAnswer {
             | Self::UriTooLong
             | Self::MissingHost
             | Self::MalformedRequest
+            | Self::InternalPath
             | Self::DeclaredBodyTooLarge { .. }
             | Self::BodyTooLarge
             | Self::BackendUnreachable
@@ -140,6 +148,7 @@ impl ProxyAnswer {
             Self::UriTooLong => Some("uri_too_long"),
             Self::MissingHost => Some("missing_host"),
             Self::MalformedRequest => Some("malformed_request"),
+            Self::InternalPath => Some("internal_path"),
             Self::DeclaredBodyTooLarge { .. } | Self::BodyTooLarge => Some("body_too_large"),
             Self::TooManyRequestsFromClient => Some("too_many_requests_from_client"),
             Self::NoBackend => Some("no_backend"),
@@ -285,11 +294,12 @@ pub fn upstream_error_kind(error_type: &ErrorType) -> &'static str {
 mod tests {
     use super::*;
 
-    const ALL: [ProxyAnswer; 14] = [
+    const ALL: [ProxyAnswer; 15] = [
         ProxyAnswer::HeadersTooLarge,
         ProxyAnswer::UriTooLong,
         ProxyAnswer::MissingHost,
         ProxyAnswer::MalformedRequest,
+        ProxyAnswer::InternalPath,
         ProxyAnswer::DeclaredBodyTooLarge { limit: 2048 },
         ProxyAnswer::BodyTooLarge,
         ProxyAnswer::TooManyRequestsFromClient,
@@ -333,6 +343,13 @@ mod tests {
                 "BAD_REQUEST",
                 "malformed request",
                 Some("malformed_request"),
+            ),
+            (
+                A::InternalPath,
+                404,
+                "NOT_FOUND",
+                "no such route",
+                Some("internal_path"),
             ),
             (
                 A::DeclaredBodyTooLarge { limit: 2048 },
@@ -431,6 +448,13 @@ mod tests {
             }
             assert_eq!(headers, expected, "{answer:?}");
         }
+    }
+
+    #[test]
+    fn an_internal_path_answers_exactly_as_a_backends_unknown_route() {
+        let backend_404 = r#"{"error":{"code":"NOT_FOUND","message":"no such route"}}"#;
+        assert_eq!(ProxyAnswer::InternalPath.body(), backend_404.as_bytes());
+        assert_eq!(ProxyAnswer::InternalPath.status(), StatusCode::NOT_FOUND);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use common::config::{BackendsConfig, ConfigError};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::internal::InternalPath;
+
 /// Everything the proxy reads from `config.toml`. A reload swaps a whole new one in; the
 /// few keys that need a restart are gathered by `startup`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -74,6 +76,10 @@ pub struct ProxySection {
     pub total_timeout_ms: Millis,
     /// How long SIGTERM/SIGINT wait for in-flight requests. Restart to change.
     pub shutdown_grace_seconds: Seconds,
+    /// Paths the public listener answers 404 `NOT_FOUND` itself, never routed: a backend's
+    /// endpoints for operators. Matched exactly, however a request spells them (case,
+    /// percent-encoding, `//`, dot segments, a trailing slash); see `internal`.
+    pub internal_paths: Vec<InternalPath>,
 }
 
 impl Default for ProxySection {
@@ -97,6 +103,7 @@ impl Default for ProxySection {
             read_timeout_ms: Millis::of(60_000),
             total_timeout_ms: Millis::of(300_000),
             shutdown_grace_seconds: Seconds::of(10),
+            internal_paths: vec![InternalPath::of("/metrics")],
         }
     }
 }
@@ -332,6 +339,10 @@ mod tests {
             ),
             ("[proxy]\ncookie_name = \"a b\"\n", "proxy.cookie_name"),
             ("[proxy]\nthreads = 0\n", "proxy.threads"),
+            (
+                "[proxy]\ninternal_paths = [\"metrics\"]\n",
+                "proxy.internal_paths",
+            ),
             ("[proxy]\nmax_body_bytes = 10\n", "proxy.max_body_bytes"),
             (
                 "[proxy]\noverride_header = \"a b\"\n",

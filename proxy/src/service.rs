@@ -21,6 +21,7 @@ use crate::answer::{self, ProxyAnswer};
 use crate::bucket;
 use crate::edge;
 use crate::forwarding::{self, Client};
+use crate::internal;
 use crate::metrics::RouteLabel;
 use crate::routing::{self, RouteInput, Side};
 use crate::state::{ClientSlot, Generation, ProxyState};
@@ -69,6 +70,9 @@ impl CanaryProxy {
             max_body_bytes: live.max_body_bytes.as_usize(),
         };
         edge::check(&head.method, &head.uri, head.version, &head.headers, limits)?;
+        if internal::is_internal(head.uri.path(), &live.internal_paths) {
+            return Err(ProxyAnswer::InternalPath);
+        }
         if let Some(ip) = client_ip(session) {
             let slot = self
                 .state

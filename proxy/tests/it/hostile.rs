@@ -134,6 +134,79 @@ async fn pipelined_requests_are_all_answered_in_order_on_one_connection() {
     }
 }
 
+/// Every spelling of `/metrics` that a backend could resolve to its own `/metrics`.
+const SPELLINGS: [&str; 11] = [
+    "/metrics",
+    "/metrics?name[]=x",
+    "/metrics/",
+    "/METRICS",
+    "/%6detrics",
+    "/%6D%65trics",
+    "//metrics",
+    "/./metrics",
+    "/x/../metrics",
+    "/%2e/metrics",
+    "http://a/metrics",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_paths_answer_a_backends_404_at_the_public_listener() {
+    for percent in [0.0, 100.0] {
+        let stack = Stack::start(percent).await;
+        let addr = addr_of(&stack.proxy.base_url);
+        let before = proxied(&scrape(&stack).await);
+        for target in SPELLINGS {
+            let request = format!("GET {target} HTTP/1.1\r\nhost: a\r\n\r\n");
+            let answer = exchange(addr, request.as_bytes(), 1).await;
+            let response = &answer.responses[0];
+            let what = format!("{target} at {percent} %");
+            assert_ours(response, 404, "NOT_FOUND", &what);
+            assert_eq!(
+                response.body_text(),
+                r#"{"error":{"code":"NOT_FOUND","message":"no such route"}}"#,
+                "{what}: word for word a backend's 404"
+            );
+        }
+        let samples = scrape(&stack).await;
+        let refused = value_of(
+            &samples,
+            "proxy_edge_refusals_total",
+            &[("reason", "internal_path")],
+        );
+        assert_eq!(refused, Some(SPELLINGS.len() as f64), "at {percent} %");
+        assert_eq!(proxied(&samples), before, "no backend saw any of them");
+    }
+}
+
+/// Requests either backend answered, on every route.
+fn proxied(samples: &[crate::observability::Sample]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == "proxy_requests_total" && !s.has(&[("backend", "none")]))
+        .map(|s| s.value)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_paths_are_configurable() {
+    let stack = Stack::start(0.0).await;
+    let addr = addr_of(&stack.proxy.base_url);
+    let status_of = async |target: &str| {
+        let request = format!("GET {target} HTTP/1.1\r\nhost: a\r\n\r\n");
+        exchange(addr, request.as_bytes(), 1).await.responses[0].status
+    };
+    assert_eq!(status_of("/openapi.json").await, 200);
+    stack
+        .apply(|config| {
+            config.proxy.internal_paths = vec![proxy::internal::InternalPath::of("/openapi.json")]
+        })
+        .await;
+    assert_eq!(status_of("/openapi.json").await, 404);
+    assert_eq!(status_of("/%6Fpenapi.json").await, 404);
+    // No longer listed: the backend's own answers.
+    assert_eq!(status_of("/metrics").await, 200);
+}
+
 /// What the proxy answers to a hostile input.
 #[derive(Debug, Clone, Copy)]
 enum Expect {
