@@ -7,7 +7,6 @@
 //! (through their own methods, which keep the case map they write from in step) and so does
 //! `http::HeaderMap`, which the tests use.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
@@ -91,12 +90,12 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 pub fn to_backend<H: HeaderEdit>(headers: &mut H, client: Client<'_>) -> Result<(), H::Error> {
     strip_hop_by_hop(headers);
     let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
-    set_list(headers, X_FORWARDED_FOR, client.trusted, &ip)?;
+    set_list(headers, X_FORWARDED_FOR, client.trusted, ip)?;
     set_list(
         headers,
         FORWARDED,
         client.trusted,
-        &forwarded_element(client),
+        forwarded_element(client),
     )?;
     if !client.trusted || headers.fields().get(X_FORWARDED_PROTO).is_none() {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme()))?;
@@ -106,11 +105,12 @@ pub fn to_backend<H: HeaderEdit>(headers: &mut H, client: Client<'_>) -> Result<
 
 /// Sets the list field `name` to `element`, after the fields a trusted peer sent (a trusted
 /// hop may send several field lines; all of them form the list); an untrusted peer's go.
+/// The element is taken by value: alone, it becomes the field's value without a copy.
 fn set_list<H: HeaderEdit>(
     headers: &mut H,
     name: &'static str,
     trusted: bool,
-    element: &str,
+    element: String,
 ) -> Result<(), H::Error> {
     let mut previous = headers
         .fields()
@@ -123,13 +123,13 @@ fn set_list<H: HeaderEdit>(
     let list = if trusted && previous.peek().is_some() {
         let mut list = previous.collect::<Vec<_>>().join(", ");
         list.push_str(", ");
-        list.push_str(element);
-        Cow::Owned(list)
+        list.push_str(&element);
+        list
     } else {
-        Cow::Borrowed(element)
+        element
     };
     // Made of an address, a scheme and of fields that were already visible ASCII.
-    match HeaderValue::from_str(&list) {
+    match HeaderValue::try_from(list) {
         Ok(value) => headers.insert(name, value),
         Err(_) => Ok(()),
     }
