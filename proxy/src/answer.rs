@@ -19,11 +19,26 @@ use pingora::{ErrorSource, ErrorType};
 use crate::state::Generation;
 use crate::{cors, security_headers};
 
+/// The names of Pingora's error types for a request body that breaks chunked framing
+/// (`INVALID_CHUNK` and `INVALID_TRAILER_END` of `pingora-core`'s private `v1::body`).
+const INVALID_CHUNK: &str = "InvalidChunk";
+const INVALID_TRAILER_END: &str = "InvalidTrailerEnd";
+
 /// An answer the proxy gives without a backend's response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyAnswer {
     /// The request head is over `proxy.max_header_bytes`.
     HeadersTooLarge,
+    /// The request target alone is over `proxy.max_header_bytes`.
+    UriTooLong,
+    /// An HTTP/1.1 request without `host` (RFC 9112 §3.2: the server must answer 400).
+    MissingHost,
+    /// The request broke HTTP/1 framing after its head (a bad chunk, say); Pingora's own
+    /// answer to a head it cannot parse is not ours to write (see ARCHITECTURE.md).
+    MalformedRequest,
+    /// One of `proxy.internal_paths`, which the public listener never routes; the same
+    /// answer as a backend's unknown route.
+    InternalPath,
     /// `content-length` declares more than `proxy.max_body_bytes`.
     DeclaredBodyTooLarge { limit: usize },
     /// The body crossed `proxy.max_body_bytes` while streaming in (no length was declared).
@@ -50,6 +65,9 @@ impl ProxyAnswer {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::MissingHost | Self::MalformedRequest => StatusCode::BAD_REQUEST,
+            Self::InternalPath => StatusCode::NOT_FOUND,
             Self::DeclaredBodyTooLarge { .. } | Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequestsFromClient => StatusCode::TOO_MANY_REQUESTS,
             Self::NoBackend | Self::BackendUnreachable => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +83,9 @@ impl ProxyAnswer {
     pub fn code(&self) -> &'static str {
         match self {
             Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Self::UriTooLong => "URI_TOO_LONG",
+            Self::MissingHost | Self::MalformedRequest => "BAD_REQUEST",
+            Self::InternalPath => "NOT_FOUND",
             Self::DeclaredBodyTooLarge { .. } | Self::BodyTooLarge => "PAYLOAD_TOO_LARGE",
             Self::TooManyRequestsFromClient => "RATE_LIMITED",
             Self::NoBackend | Self::BackendUnreachable => "BACKEND_UNAVAILABLE",
@@ -79,6 +100,11 @@ impl ProxyAnswer {
     pub fn message(&self) -> Cow<'static, str> {
         Cow::Borrowed(match self {
             Self::HeadersTooLarge => "request headers are too large",
+            Self::UriTooLong => "request target is too long",
+            Self::MissingHost => "an HTTP/1.1 request needs a host header",
+            Self::MalformedRequest => "malformed request",
+            // Word for word the backends' 404, so an internal path looks like no route at all.
+            Self::InternalPath => "no such route",
             Self::DeclaredBodyTooLarge { limit } => {
                 return Cow::Owned(format!("request body is larger than {limit} bytes"));
             }
@@ -101,6 +127,10 @@ impl ProxyAnswer {
                 Some(("retry-after", HeaderValue::from_static("1")))
             }
             Self::HeadersTooLarge
+            | Self::UriTooLong
+            | Self::MissingHost
+            | Self::MalformedRequest
+            | Self::InternalPath
             | Self::DeclaredBodyTooLarge { .. }
             | Self::BodyTooLarge
             | Self::BackendUnreachable
@@ -118,6 +148,10 @@ impl ProxyAnswer {
     pub fn refusal_reason(&self) -> Option<&'static str> {
         match self {
             Self::HeadersTooLarge => Some("header_too_large"),
+            Self::UriTooLong => Some("uri_too_long"),
+            Self::MissingHost => Some("missing_host"),
+            Self::MalformedRequest => Some("malformed_request"),
+            Self::InternalPath => Some("internal_path"),
             Self::DeclaredBodyTooLarge { .. } | Self::BodyTooLarge => Some("body_too_large"),
             Self::TooManyRequestsFromClient => Some("too_many_requests_from_client"),
             Self::NoBackend => Some("no_backend"),
@@ -182,6 +216,14 @@ impl ProxyAnswer {
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError => Self::BackendUnreachable,
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => Self::BackendTimeout,
+            // The client's own bytes broke the framing: tell it, if nothing was written yet.
+            ErrorType::InvalidHTTPHeader
+            | ErrorType::H1Error
+            | ErrorType::Custom(INVALID_CHUNK | INVALID_TRAILER_END)
+                if matches!(source, ErrorSource::Downstream) =>
+            {
+                Self::MalformedRequest
+            }
             _ => match source {
                 ErrorSource::Downstream => return None,
                 ErrorSource::Upstream | ErrorSource::Internal | ErrorSource::Unset => {
@@ -284,8 +326,12 @@ pub fn upstream_error_kind(error_type: &ErrorType) -> &'static str {
 mod tests {
     use super::*;
 
-    const ALL: [ProxyAnswer; 11] = [
+    const ALL: [ProxyAnswer; 15] = [
         ProxyAnswer::HeadersTooLarge,
+        ProxyAnswer::UriTooLong,
+        ProxyAnswer::MissingHost,
+        ProxyAnswer::MalformedRequest,
+        ProxyAnswer::InternalPath,
         ProxyAnswer::DeclaredBodyTooLarge { limit: 2048 },
         ProxyAnswer::BodyTooLarge,
         ProxyAnswer::TooManyRequestsFromClient,
@@ -308,6 +354,34 @@ mod tests {
                 "HEADERS_TOO_LARGE",
                 "request headers are too large",
                 Some("header_too_large"),
+            ),
+            (
+                A::UriTooLong,
+                414,
+                "URI_TOO_LONG",
+                "request target is too long",
+                Some("uri_too_long"),
+            ),
+            (
+                A::MissingHost,
+                400,
+                "BAD_REQUEST",
+                "an HTTP/1.1 request needs a host header",
+                Some("missing_host"),
+            ),
+            (
+                A::MalformedRequest,
+                400,
+                "BAD_REQUEST",
+                "malformed request",
+                Some("malformed_request"),
+            ),
+            (
+                A::InternalPath,
+                404,
+                "NOT_FOUND",
+                "no such route",
+                Some("internal_path"),
             ),
             (
                 A::DeclaredBodyTooLarge { limit: 2048 },
@@ -409,6 +483,13 @@ mod tests {
     }
 
     #[test]
+    fn an_internal_path_answers_exactly_as_a_backends_unknown_route() {
+        let backend_404 = r#"{"error":{"code":"NOT_FOUND","message":"no such route"}}"#;
+        assert_eq!(ProxyAnswer::InternalPath.body(), backend_404.as_bytes());
+        assert_eq!(ProxyAnswer::InternalPath.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
     fn admin_responses_carry_the_same_answer_without_a_request_id() {
         let response = ProxyAnswer::NotFound.to_response();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
@@ -474,6 +555,31 @@ mod tests {
                 Some(ProxyAnswer::BackendError),
             ),
             (ErrorType::ConnectionClosed, Downstream, None),
+            (
+                ErrorType::Custom("InvalidChunk"),
+                Downstream,
+                Some(ProxyAnswer::MalformedRequest),
+            ),
+            (
+                ErrorType::Custom("InvalidTrailerEnd"),
+                Downstream,
+                Some(ProxyAnswer::MalformedRequest),
+            ),
+            (
+                ErrorType::InvalidHTTPHeader,
+                Downstream,
+                Some(ProxyAnswer::MalformedRequest),
+            ),
+            (
+                ErrorType::H1Error,
+                Downstream,
+                Some(ProxyAnswer::MalformedRequest),
+            ),
+            (
+                ErrorType::Custom("InvalidChunk"),
+                Upstream,
+                Some(ProxyAnswer::BackendError),
+            ),
             (ErrorType::ReadError, Downstream, None),
         ] {
             assert_eq!(

@@ -16,6 +16,8 @@ use http::HeaderValue;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::internal::InternalPath;
+
 /// Everything the proxy reads from `config.toml`. A reload swaps a whole new one in; the
 /// few keys that need a restart are gathered by `startup`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -58,9 +60,9 @@ pub struct ProxySection {
     pub override_header: OptionalHeaderName,
     /// `x-served-by: legacy|new` on every proxied answer.
     pub served_by_header: bool,
-    /// Peers whose `x-forwarded-for` / `x-forwarded-proto` are kept (appended to).
+    /// Peers whose `x-forwarded-for` / `forwarded` / `x-forwarded-proto` are kept (appended to).
     pub trusted_proxies: Vec<IpAddr>,
-    /// Larger request heads get 431.
+    /// Larger request heads get 431; a longer request target alone, 414.
     pub max_header_bytes: Bounded<1024>,
     /// Larger request bodies get 413 at the edge.
     pub max_body_bytes: Bounded<1024>,
@@ -75,6 +77,10 @@ pub struct ProxySection {
     pub total_timeout_ms: Millis,
     /// How long SIGTERM/SIGINT wait for in-flight requests. Restart to change.
     pub shutdown_grace_seconds: Seconds,
+    /// Paths the public listener answers 404 `NOT_FOUND` itself, never routed: a backend's
+    /// endpoints for operators. Matched exactly, however a request spells them (case,
+    /// percent-encoding, `//`, dot segments, a trailing slash); see `internal`.
+    pub internal_paths: Vec<InternalPath>,
     /// `[proxy.tls]`: HTTPS on a listener of its own. Absent: plain HTTP only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSection>,
@@ -141,6 +147,7 @@ impl Default for ProxySection {
             read_timeout_ms: Millis::of(60_000),
             total_timeout_ms: Millis::of(300_000),
             shutdown_grace_seconds: Seconds::of(10),
+            internal_paths: vec![InternalPath::of("/metrics")],
             tls: None,
             cors: CorsSection::default(),
             security_headers: SecurityHeadersSection::default(),
@@ -508,6 +515,10 @@ mod tests {
             ),
             ("[proxy]\ncookie_name = \"a b\"\n", "proxy.cookie_name"),
             ("[proxy]\nthreads = 0\n", "proxy.threads"),
+            (
+                "[proxy]\ninternal_paths = [\"metrics\"]\n",
+                "proxy.internal_paths",
+            ),
             ("[proxy]\nmax_body_bytes = 10\n", "proxy.max_body_bytes"),
             (
                 "[proxy]\noverride_header = \"a b\"\n",

@@ -1,12 +1,14 @@
 //! The header edits on the way through: hop-by-hop fields stop at the proxy (both ways), the
-//! request gets `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`, and the response
-//! gets `x-served-by`, the bucket cookie and `x-request-id`.
+//! request gets `x-forwarded-for`, `forwarded` (RFC 7239), `x-forwarded-proto`, `x-request-id`
+//! and always a `host`, and the response gets `x-served-by`, the bucket cookie and
+//! `x-request-id`.
 //!
 //! The edits are written once against `HeaderEdit`, which Pingora's headers implement
 //! (through their own methods, which keep the case map they write from in step) and so does
 //! `http::HeaderMap`, which the tests use.
 
-use std::net::IpAddr;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderMap, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -18,6 +20,8 @@ use crate::routing::Side;
 const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const FORWARDED: &str = "forwarded";
+const HOST: &str = "host";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_SERVED_BY: &str = "x-served-by";
 const SET_COOKIE: &str = "set-cookie";
@@ -40,8 +44,15 @@ pub struct Client<'a> {
     /// The peer is in `proxy.trusted_proxies`: its forwarding fields are kept.
     pub trusted: bool,
     pub request_id: &'a str,
-    /// The request came over the TLS listener (`x-forwarded-proto: https`).
+    /// The client reached the proxy over TLS: the scheme forwarded is `https`, else `http`.
     pub tls: bool,
+}
+
+impl Client<'_> {
+    /// The scheme the client used, as `x-forwarded-proto` and `forwarded`'s `proto` say it.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
 }
 
 /// Removes the hop-by-hop fields, and those the `connection` field names.
@@ -73,38 +84,86 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// The request as a backend receives it: hop-by-hop fields gone, `x-forwarded-for` set to
-/// the client (appended to a trusted peer's list, one line, however many it sent),
-/// `x-forwarded-proto` kept only from a trusted peer, and the request id.
+/// The request as a backend receives it: hop-by-hop fields gone, `x-forwarded-for` and
+/// `forwarded` set to the client (each appended to a trusted peer's list, one line, however
+/// many it sent), `x-forwarded-proto` kept only from a trusted peer, and the request id.
 pub fn to_backend<H: HeaderEdit>(headers: &mut H, client: Client<'_>) -> Result<(), H::Error> {
     strip_hop_by_hop(headers);
     let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
-    // A trusted hop may send several field lines; all of them form the list.
+    set_list(headers, X_FORWARDED_FOR, client.trusted, ip)?;
+    set_list(
+        headers,
+        FORWARDED,
+        client.trusted,
+        forwarded_element(client),
+    )?;
+    if !client.trusted || headers.fields().get(X_FORWARDED_PROTO).is_none() {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme()))?;
+    }
+    set_request_id(headers, client.request_id)
+}
+
+/// Sets the list field `name` to `element`, after the fields a trusted peer sent (a trusted
+/// hop may send several field lines; all of them form the list); an untrusted peer's go.
+/// The element is taken by value: alone, it becomes the field's value without a copy.
+fn set_list<H: HeaderEdit>(
+    headers: &mut H,
+    name: &'static str,
+    trusted: bool,
+    element: String,
+) -> Result<(), H::Error> {
     let mut previous = headers
         .fields()
-        .get_all(X_FORWARDED_FOR)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .peekable();
-    let forwarded_for = if client.trusted && previous.peek().is_some() {
+    let list = if trusted && previous.peek().is_some() {
         let mut list = previous.collect::<Vec<_>>().join(", ");
         list.push_str(", ");
-        list.push_str(&ip);
+        list.push_str(&element);
         list
     } else {
-        ip
+        element
     };
-    // Made of an address and of fields that were already visible ASCII.
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value)?;
+    // Made of an address, a scheme and of fields that were already visible ASCII.
+    match HeaderValue::try_from(list) {
+        Ok(value) => headers.insert(name, value),
+        Err(_) => Ok(()),
     }
-    if !client.trusted || headers.fields().get(X_FORWARDED_PROTO).is_none() {
-        let proto = if client.tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
+}
+
+/// This hop's element of `forwarded` (RFC 7239 §4): `for=192.0.2.7;proto=http`; an IPv6
+/// address is bracketed and quoted (`for="[2001:db8::7]"`, §6), an unknown one is `unknown`.
+fn forwarded_element(client: Client<'_>) -> String {
+    let mut element = String::with_capacity(64);
+    // Writing to a String cannot fail.
+    let _ = match client.ip {
+        Some(IpAddr::V4(ip)) => write!(element, "for={ip}"),
+        Some(IpAddr::V6(ip)) => write!(element, "for=\"[{ip}]\""),
+        None => write!(element, "for=unknown"),
+    };
+    element.push_str(";proto=");
+    element.push_str(client.scheme());
+    element
+}
+
+/// Gives the request a `host` if it has none (an HTTP/1.0 client need not send one; an
+/// HTTP/1.1 request without one was refused at the edge): the backend's address, so that
+/// both backends see the same request and answer alike.
+pub fn host_for_backend<H: HeaderEdit>(
+    headers: &mut H,
+    backend: SocketAddr,
+) -> Result<(), H::Error> {
+    if headers.fields().contains_key(HOST) {
+        return Ok(());
     }
-    set_request_id(headers, client.request_id)
+    match HeaderValue::try_from(backend.to_string()) {
+        Ok(value) => headers.insert(HOST, value),
+        Err(_) => Ok(()),
+    }
 }
 
 /// The response as the client receives it: hop-by-hop fields gone, the side that answered
@@ -299,6 +358,123 @@ mod tests {
             assert_eq!(values(&map, "x-forwarded-for"), [forwarded_for], "{what}");
             assert_eq!(values(&map, "x-forwarded-proto"), [proto], "{what}");
             assert_eq!(values(&map, "x-request-id"), ["req-1"], "{what}");
+        }
+    }
+
+    #[test]
+    fn forwarded_is_this_hops_element_appended_only_to_a_trusted_peers_list() {
+        const V6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7));
+        for (what, ip, tls, fields, trusted, forwarded, proto) in [
+            (
+                "a plain client",
+                Some(CLIENT),
+                false,
+                vec![],
+                false,
+                "for=10.0.0.9;proto=http",
+                "http",
+            ),
+            (
+                "an IPv6 client is bracketed and quoted",
+                Some(V6),
+                false,
+                vec![],
+                false,
+                "for=\"[2001:db8::7]\";proto=http",
+                "http",
+            ),
+            (
+                "over TLS the scheme is https",
+                Some(CLIENT),
+                true,
+                vec![],
+                false,
+                "for=10.0.0.9;proto=https",
+                "https",
+            ),
+            (
+                "no address",
+                None,
+                false,
+                vec![],
+                false,
+                "for=unknown;proto=http",
+                "http",
+            ),
+            (
+                "an untrusted client's own is dropped",
+                Some(CLIENT),
+                false,
+                vec![("forwarded", "for=6.6.6.6;proto=https;by=evil")],
+                false,
+                "for=10.0.0.9;proto=http",
+                "http",
+            ),
+            (
+                "an untrusted client's several lines are all dropped",
+                Some(CLIENT),
+                false,
+                vec![("forwarded", "for=6.6.6.6"), ("forwarded", "for=7.7.7.7")],
+                false,
+                "for=10.0.0.9;proto=http",
+                "http",
+            ),
+            (
+                "a trusted peer's list is appended to",
+                Some(CLIENT),
+                false,
+                vec![("forwarded", "for=6.6.6.6;proto=https")],
+                true,
+                "for=6.6.6.6;proto=https, for=10.0.0.9;proto=http",
+                "http",
+            ),
+            (
+                "every line of a trusted peer is kept, as one list",
+                Some(V6),
+                false,
+                vec![
+                    ("forwarded", "for=6.6.6.6"),
+                    ("forwarded", " for=7.7.7.7, for=8.8.8.8 "),
+                    ("forwarded", ""),
+                ],
+                true,
+                "for=6.6.6.6, for=7.7.7.7, for=8.8.8.8, for=\"[2001:db8::7]\";proto=http",
+                "http",
+            ),
+            (
+                "a trusted peer without a list",
+                Some(CLIENT),
+                false,
+                vec![],
+                true,
+                "for=10.0.0.9;proto=http",
+                "http",
+            ),
+        ] {
+            let mut map = headers(&fields);
+            let client = Client {
+                ip,
+                trusted,
+                request_id: "req-1",
+                tls,
+            };
+            let Ok(()) = to_backend(&mut map, client);
+            assert_eq!(values(&map, "forwarded"), [forwarded], "{what}");
+            assert_eq!(values(&map, "x-forwarded-proto"), [proto], "{what}");
+        }
+    }
+
+    #[test]
+    fn a_request_without_host_gets_the_backends_address_and_one_with_keeps_its_own() {
+        let backend: SocketAddr = "127.0.0.1:3001".parse().unwrap();
+        for (fields, expected) in [
+            (vec![], "127.0.0.1:3001"),
+            (vec![("host", "example.com")], "example.com"),
+            (vec![("host", "")], ""),
+        ] {
+            let mut map = headers(&fields);
+            let Ok(()) = host_for_backend(&mut map, backend);
+            assert_eq!(values(&map, "host"), [expected]);
         }
     }
 

@@ -59,6 +59,9 @@ where
             .proxy
             .request_head_timeout_ms
             .get();
+        // Requests written in one go are answered in turn, in order (RFC 9112 §9.3.2); without
+        // this Pingora answers the first and closes, dropping the rest.
+        session.set_pipelining_enabled(true);
         let head_read = Arc::new(Notify::new());
         session.set_connection_user_context(Some(Box::new(HeadRead(Arc::clone(&head_read)))));
         let work = self.inner.process_new_http(session, shutdown);

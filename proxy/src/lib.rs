@@ -11,6 +11,7 @@ pub mod edge;
 pub mod forwarding;
 pub mod head_deadline;
 pub mod health;
+pub mod internal;
 pub mod metrics;
 pub mod prebound;
 pub mod reload;

@@ -23,6 +23,7 @@ use crate::bucket;
 use crate::compression;
 use crate::edge;
 use crate::forwarding::{self, Client};
+use crate::internal;
 use crate::metrics::RouteLabel;
 use crate::routing::{self, RouteInput, Side};
 use crate::state::{ClientSlot, Generation, ProxyState};
@@ -75,7 +76,10 @@ impl CanaryProxy {
             max_header_bytes: live.max_header_bytes.as_usize(),
             max_body_bytes: live.max_body_bytes.as_usize(),
         };
-        edge::check(&head.method, &head.uri, &head.headers, limits)?;
+        edge::check(&head.method, &head.uri, head.version, &head.headers, limits)?;
+        if internal::is_internal(head.uri.path(), &live.internal_paths) {
+            return Err(ProxyAnswer::InternalPath);
+        }
         if let Some(ip) = client_ip(session) {
             let slot = self
                 .state
@@ -315,6 +319,9 @@ impl ProxyHttp for CanaryProxy {
             request_id: &ctx.request_id,
             tls: ctx.tls,
         };
+        if let (Some(generation), Some(side)) = (&ctx.generation, ctx.side) {
+            forwarding::host_for_backend(upstream, generation.address(side))?;
+        }
         forwarding::to_backend(upstream, client)
     }
 
@@ -372,6 +379,13 @@ impl ProxyHttp for CanaryProxy {
             self.state.metrics.upstream_error(side, kind);
         }
         let answer = ProxyAnswer::for_error(e.etype(), e.esource());
+        // Pingora's 413 was counted where it was raised; a malformed body is counted here.
+        if let Some(reason) = answer
+            .filter(|a| *a == ProxyAnswer::MalformedRequest)
+            .and_then(|a| a.refusal_reason())
+        {
+            self.state.metrics.edge_refusal(reason);
+        }
         if let Some(answer) = &answer
             && session.response_written().is_none()
         {

@@ -411,3 +411,75 @@ async fn several_x_forwarded_for_fields_from_a_trusted_proxy_are_kept_as_one_lis
         "{seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_is_rewritten_as_x_forwarded_for_is() {
+    let stack = Stack::start(0.0).await;
+    let _stop_echo = legacy_is_an_echo(&stack, |_| {}).await;
+    let spoofed = [("forwarded", "for=6.6.6.6;proto=https;by=evil")];
+
+    // From an untrusted client its own is dropped, and this hop's set.
+    let (_, seen) = seen_upstream(&stack, &spoofed).await;
+    assert_eq!(
+        values(&seen, "forwarded"),
+        Some(vec!["for=127.0.0.1;proto=http".to_owned()]),
+        "{seen}"
+    );
+    let (_, seen) = seen_upstream(&stack, &[]).await;
+    assert_eq!(
+        values(&seen, "forwarded"),
+        Some(vec!["for=127.0.0.1;proto=http".to_owned()]),
+        "{seen}"
+    );
+
+    // From a trusted proxy this hop's element is appended to its list.
+    stack
+        .apply(|config| config.proxy.trusted_proxies = vec![Ipv4Addr::LOCALHOST.into()])
+        .await;
+    let (_, seen) = seen_upstream(
+        &stack,
+        &[
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("forwarded", "for=7.7.7.7"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        values(&seen, "forwarded"),
+        Some(vec![
+            "for=6.6.6.6;proto=https, for=7.7.7.7, for=127.0.0.1;proto=http".to_owned()
+        ]),
+        "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_reaches_a_backend_with_a_host() {
+    let stack = Stack::start(0.0).await;
+    let _stop_echo = legacy_is_an_echo(&stack, |_| {}).await;
+    let echo = stack.config().backends.legacy.listen;
+    let proxy = crate::raw::addr_of(&stack.proxy.base_url);
+    for (request, host) in [
+        // HTTP/1.0 needs none: the backend's address stands in.
+        (
+            "GET /echo HTTP/1.0\r\nx-canary: legacy\r\n\r\n",
+            echo.to_string(),
+        ),
+        (
+            "GET /echo HTTP/1.0\r\nhost: example.com\r\nx-canary: legacy\r\n\r\n",
+            "example.com".to_owned(),
+        ),
+        (
+            "GET /echo HTTP/1.1\r\nhost: example.com:8080\r\nx-canary: legacy\r\n\r\n",
+            "example.com:8080".to_owned(),
+        ),
+    ] {
+        let answer = crate::raw::exchange(proxy, request.as_bytes(), 1).await;
+        let seen = answer.responses[0].json();
+        assert_eq!(
+            values(&seen, "host"),
+            Some(vec![host]),
+            "{request:?}: {seen}"
+        );
+    }
+}

@@ -258,7 +258,8 @@ impl Stack {
 }
 
 /// A `TestServer` that is the proxy in front of both backends at `new_percent`, for the
-/// contract suite. Headers up to 160 KiB pass, so the suite's 100 KB token reaches a backend.
+/// contract suite. Headers up to 160 KiB pass, so the suite's 100 KB token reaches a backend,
+/// and no path is internal, so the suite reaches each backend's `/metrics` as its own.
 pub async fn contract_stack(env: &TestEnv, new_percent: f64) -> TestServer {
     let legacy = start_legacy(env).await;
     let new = start_new(env).await;
@@ -267,6 +268,7 @@ pub async fn contract_stack(env: &TestEnv, new_percent: f64) -> TestServer {
     let addr = listeners.public.local_addr().expect("an address");
     let mut config = proxy_config((addr_of(&legacy), addr_of(&new)), &listeners, new_percent);
     config.proxy.max_header_bytes = Bounded::of(160 * 1024);
+    config.proxy.internal_paths = Vec::new();
     write_config(&config_path, &config);
     let proxy = start_proxy(&config_path, listeners).await;
     TestServer::new(addr, move || {
