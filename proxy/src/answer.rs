@@ -619,4 +619,23 @@ mod tests {
         );
         assert_eq!(upstream_error_kind(&ErrorType::Custom("odd")), "custom");
     }
+
+    #[test]
+    fn the_spec_in_the_repo_lists_every_answer_with_its_status() {
+        let spec = include_str!("../../docs/API.md");
+        for answer in ALL {
+            let status = answer.status().as_u16();
+            let listed = spec.lines().any(|line| {
+                line.starts_with(&format!("| {status} |"))
+                    && line.contains(&format!("`{}`", answer.code()))
+            });
+            // `NotProxied` carries whatever status Pingora refused with; its code is listed.
+            let listed = listed || matches!(answer, ProxyAnswer::NotProxied(_));
+            assert!(
+                listed,
+                "docs/API.md lists no {status} `{}` ({answer:?})",
+                answer.code()
+            );
+        }
+    }
 }
