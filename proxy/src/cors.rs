@@ -191,6 +191,7 @@ impl Preflight<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::lines;
     use common::config::value::Bounded;
 
     use super::*;
@@ -213,16 +214,6 @@ mod tests {
             map.append(*name, value.parse().unwrap());
         }
         map
-    }
-
-    /// The written fields as sorted `name: value` lines, for comparing with a table.
-    fn lines(map: &HeaderMap) -> Vec<String> {
-        let mut lines: Vec<String> = map
-            .iter()
-            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
-            .collect();
-        lines.sort();
-        lines
     }
 
     fn preflight_answer(

@@ -23,3 +23,6 @@ pub mod state;
 pub mod sticky;
 pub mod tls;
 pub mod window;
+
+#[cfg(test)]
+mod test_support;

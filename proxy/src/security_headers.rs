@@ -53,19 +53,11 @@ pub fn to_client<H: HeaderEdit>(
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::lines;
     use common::config::value::OptionalHeaderValue;
     use http::HeaderMap;
 
     use super::*;
-
-    fn lines(map: &HeaderMap) -> Vec<String> {
-        let mut lines: Vec<String> = map
-            .iter()
-            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
-            .collect();
-        lines.sort();
-        lines
-    }
 
     #[test]
     fn defaults_replace_a_backends_fields_and_software_names_go() {

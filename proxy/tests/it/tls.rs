@@ -126,7 +126,7 @@ async fn login_verify_and_stream(version: Version) {
         .await
         .expect("the proxy answers over TLS");
     assert_eq!(response.version(), version);
-    let login = answer_of(response).await;
+    let login = Answer::read(response).await;
     assert_eq!(login.status, 200, "{}", login.body);
     assert_eq!(login.header("strict-transport-security"), Some(HSTS));
     let cookie = login.header("set-cookie").expect("a new bucket is pinned");
@@ -139,7 +139,7 @@ async fn login_verify_and_stream(version: Version) {
         .await
         .expect("the proxy answers over TLS");
     assert_eq!(response.version(), version);
-    let verify = answer_of(response).await;
+    let verify = Answer::read(response).await;
     assert_eq!(verify.status, 200, "{}", verify.body);
     assert_eq!(verify.json()["valid"], true, "{}", verify.body);
     assert_eq!(verify.header("strict-transport-security"), Some(HSTS));
@@ -195,17 +195,6 @@ async fn login_verify_and_stream(version: Version) {
     let (done, deltas) = events.split_last().expect("events");
     assert_eq!(done.0, "done", "{events:?}");
     assert_eq!(deltas.len(), 5, "{events:?}");
-}
-
-async fn answer_of(response: reqwest::Response) -> Answer {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.text().await.expect("a readable body");
-    Answer {
-        status,
-        headers,
-        body,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

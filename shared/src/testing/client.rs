@@ -12,6 +12,18 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The whole of `response`: status, headers, and the body read to its end.
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("a readable body");
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
@@ -52,15 +64,7 @@ pub fn client() -> reqwest::Client {
 }
 
 pub async fn send(request: reqwest::RequestBuilder) -> Answer {
-    let response = request.send().await.expect("the server answers");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.text().await.expect("a readable body");
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer::read(request.send().await.expect("the server answers")).await
 }
 
 pub async fn get(server: &TestServer, path: &str) -> Answer {
