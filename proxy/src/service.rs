@@ -170,8 +170,7 @@ impl ProxyHttp for CanaryProxy {
         let generation = self.state.live.load_full();
         ctx.tls = tls::is_tls(session);
         if ctx.tls {
-            let tls_section = generation.settings.proxy.tls.as_ref();
-            ctx.hsts = tls::hsts(tls_section.map(|t| t.hsts_max_age_seconds));
+            ctx.hsts = generation.hsts.clone();
         }
         let head = session.req_header();
         ctx.route = RouteLabel::of(head.uri.path());

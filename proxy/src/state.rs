@@ -24,6 +24,8 @@ pub struct Generation {
     pub loaded_at: time::OffsetDateTime,
     pub settings: ProxyConfig,
     pub cors: cors::Policy,
+    /// `strict-transport-security` for answers over TLS, built once per generation.
+    pub hsts: Option<http::HeaderValue>,
     peers: [HttpPeer; 2],
 }
 
@@ -43,11 +45,13 @@ impl Generation {
             peer(settings.backends.new.listen),
         ];
         let cors = cors::Policy::new(&settings.proxy.cors, settings.proxy.override_header.get());
+        let hsts = crate::tls::hsts(settings.proxy.tls.as_ref().map(|t| t.hsts_max_age_seconds));
         Self {
             number,
             loaded_at: time::OffsetDateTime::now_utc(),
             settings,
             cors,
+            hsts,
             peers,
         }
     }
