@@ -877,8 +877,10 @@ failures_to_rollback = 2
         let config = parse("").unwrap();
         assert!(!config.rollout.enabled);
         assert_eq!(config.rollout, RolloutSection::default());
-        let mut enabled = RolloutSection::default();
-        enabled.enabled = true;
+        let enabled = RolloutSection {
+            enabled: true,
+            ..RolloutSection::default()
+        };
         assert_eq!(enabled.invalid_key(), None);
     }
 
