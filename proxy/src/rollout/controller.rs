@@ -24,7 +24,7 @@ use crate::config::{AnalysisSection, OnFailure, Percent, RolloutSection, Rollout
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
-    /// Not started: the first `Tick` enters the first step.
+    /// Not started: the first `Tick` enters the first step at or above the current weight.
     Idle,
     /// On a step, judged each interval.
     Progressing,
@@ -326,7 +326,10 @@ impl Machine<'_> {
         }
         match input {
             Input::Tick { now } => match self.state.phase {
-                Phase::Idle => self.enter(0, now),
+                Phase::Idle => {
+                    let first = self.first_step_at_or_above(self.state.percent);
+                    self.enter(first, now);
+                }
                 Phase::Progressing => {
                     self.pause_if_inconclusive_too_long(now);
                     self.promote_if_due(now);
@@ -430,10 +433,7 @@ impl Machine<'_> {
                     // New steps: go on from the first that does not lower the weight.
                     self.state.steps_fingerprint = current;
                     self.state.approved_step = None;
-                    let percent = self.state.percent;
-                    (self.schedule.steps.iter())
-                        .position(|step| step.percent >= percent)
-                        .unwrap_or(self.schedule.steps.len().saturating_sub(1))
+                    self.first_step_at_or_above(self.state.percent)
                 }
             }
             Phase::RolledBack => {
@@ -445,6 +445,14 @@ impl Machine<'_> {
         };
         self.record(Event::Resumed { step });
         self.enter(step, now);
+    }
+
+    /// Where to start or go on without lowering the weight users already have: the first
+    /// step at or above `percent`, else the last.
+    fn first_step_at_or_above(&self, percent: Percent) -> usize {
+        (self.schedule.steps.iter())
+            .position(|step| step.percent >= percent)
+            .unwrap_or(self.schedule.steps.len().saturating_sub(1))
     }
 
     /// Enters step `index` (or waits for its approval), from a clean slate of counts.
@@ -979,6 +987,46 @@ mod tests {
         simulation.send(Input::Resume { now }).unwrap();
         simulation.run(Outcome::Pass, 10);
         assert_eq!(simulation.written_percents(), [1.0, 1.0, 5.0]);
+    }
+
+    #[test]
+    fn a_start_never_lowers_the_weight_users_already_have() {
+        let section = without_approvals(issue_schedule());
+        let mut simulation = Simulation::new(section);
+        simulation.reload(percent(5.0));
+        let now = simulation.now();
+        simulation.send(Input::Tick { now }).unwrap();
+        assert_eq!(simulation.state.step_index, 1);
+        assert_eq!(simulation.written_percents(), [5.0]);
+    }
+
+    #[test]
+    fn a_last_step_below_100_completes_after_its_hold_and_passes_and_then_stays() {
+        let mut section = without_approvals(issue_schedule());
+        section.steps.truncate(2);
+        let mut simulation = Simulation::started(section);
+        simulation.run(Outcome::Pass, 45);
+        assert_eq!(simulation.state.phase, Phase::Completed);
+        simulation.run(Outcome::Fail, 10);
+        simulation.reload(percent(5.0));
+        assert_eq!(simulation.state.phase, Phase::Completed);
+        assert_eq!(simulation.written_percents(), [1.0, 5.0]);
+    }
+
+    #[test]
+    fn a_clock_stepped_backwards_serves_no_hold() {
+        let mut section = without_approvals(issue_schedule());
+        section.steps[0].hold = Duration::from_secs(MINUTE);
+        let mut simulation = Simulation::new(section);
+        simulation.seconds = 3600;
+        simulation
+            .send(Input::Tick {
+                now: simulation.now(),
+            })
+            .unwrap();
+        simulation.seconds = 0;
+        simulation.run(Outcome::Pass, 30);
+        assert_eq!(simulation.state.step_index, 0);
     }
 
     #[test]
