@@ -1,4 +1,4 @@
-//! The proxy's part of `config.toml`: `[proxy]`, `[routing]`, `[health_check]` and the
+//! The proxy's part of `config.toml`: `[proxy]`, `[routing]`, `[health_check]`, `[rollout]` and the
 //! backends' addresses, as serde structs whose field types do the checking (see
 //! `common::config::value`); every refusal names the key. Sections the proxy does not own
 //! are ignored, whatever their names, so a backend's new section never breaks the proxy.
@@ -9,6 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::config::value::{Bounded, Millis, OptionalHeaderName, OptionalHeaderValue, Seconds};
 use common::config::{BackendsConfig, ConfigError};
@@ -30,6 +31,9 @@ pub struct ProxyConfig {
     pub proxy: ProxySection,
     #[serde(default)]
     pub health_check: HealthCheckSection,
+    /// `[rollout]`: the step schedule the controller moves `routing.new_percent` through.
+    #[serde(default)]
+    pub rollout: RolloutSection,
 }
 
 /// `[routing]`.
@@ -257,6 +261,166 @@ impl Default for HealthCheckSection {
     }
 }
 
+/// `[rollout]`: progressive delivery. With `enabled = false` (the default) nothing reads the
+/// rest, and the proxy routes by `routing.new_percent` alone, as an operator sets it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSection {
+    pub enabled: bool,
+    /// The weights `routing.new_percent` is moved through, strictly increasing, each above 0.
+    pub steps: Vec<RolloutStep>,
+    /// What enough failing evaluations do: `rollback` to 0, or `pause` (freeze the weight,
+    /// for migrations that cannot go back).
+    pub on_failure: OnFailure,
+    /// `[rollout.analysis]`: how new is judged against legacy at each step.
+    pub analysis: AnalysisSection,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        let step = |percent: f64, hold_minutes: u64| RolloutStep {
+            percent: Percent::from_percent(percent).unwrap_or_default(),
+            hold: Duration::from_secs(hold_minutes * 60),
+            approval: false,
+        };
+        Self {
+            enabled: false,
+            steps: vec![
+                step(1.0, 10),
+                step(5.0, 30),
+                step(25.0, 60),
+                step(50.0, 60),
+                step(100.0, 0),
+            ],
+            on_failure: OnFailure::Rollback,
+            analysis: AnalysisSection::default(),
+        }
+    }
+}
+
+/// One entry of `rollout.steps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutStep {
+    /// The weight of this step, above 0, up to 100, in steps of 0.01.
+    pub percent: Percent,
+    /// At least this long at this weight before promoting ("10m", "1h"); default none.
+    #[serde(default, with = "humantime_serde")]
+    pub hold: Duration,
+    /// Wait for an operator's approval before entering this step.
+    #[serde(default)]
+    pub approval: bool,
+}
+
+/// `rollout.on_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// `routing.new_percent = 0`.
+    #[default]
+    Rollback,
+    /// Keep the weight where it is and wait for an operator.
+    Pause,
+}
+
+/// `[rollout.analysis]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisSection {
+    /// One evaluation per interval ("10s").
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Requests per cohort per evaluation; fewer make it inconclusive.
+    pub min_requests: NonZeroU32,
+    /// After this long without enough data, pause (never roll back, never promote).
+    #[serde(with = "humantime_serde")]
+    pub max_inconclusive: Duration,
+    /// How far new's 5xx share may exceed the baseline's (absolute, 0 to 1), and only
+    /// significantly, before it fails.
+    pub error_rate_tolerance: f64,
+    /// New's latency may be at most this ratio of the baseline's (by median and p99), at
+    /// least 1.
+    pub latency_tolerance: f64,
+    /// Of the statistical tests, strictly between 0.5 and 1.
+    pub confidence: f64,
+    /// New's 5xx share at or above this (over at least 20 requests) rolls back at once;
+    /// above 0, at most 1.
+    pub critical_error_rate: f64,
+    /// Consecutive passing evaluations (plus the hold) before the next step.
+    pub passes_to_promote: NonZeroU32,
+    /// Consecutive failing evaluations before `on_failure`.
+    pub failures_to_rollback: NonZeroU32,
+}
+
+impl Default for AnalysisSection {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            min_requests: NonZeroU32::new(500).unwrap_or(NonZeroU32::MIN),
+            max_inconclusive: Duration::from_secs(30 * 60),
+            error_rate_tolerance: 0.01,
+            latency_tolerance: 1.10,
+            confidence: 0.98,
+            critical_error_rate: 0.05,
+            passes_to_promote: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
+            failures_to_rollback: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+impl RolloutSection {
+    /// What a range check of `[rollout]` finds first: the dotted key and the reason.
+    fn invalid_key(&self) -> Option<(String, &'static str)> {
+        if self.enabled && self.steps.is_empty() {
+            return Some((
+                "rollout.steps".into(),
+                "must not be empty when rollout.enabled",
+            ));
+        }
+        let mut previous = 0;
+        for (index, step) in self.steps.iter().enumerate() {
+            let basis_points = step.percent.basis_points();
+            let reason = if basis_points == 0 {
+                "must be above 0"
+            } else if basis_points <= previous {
+                "must be above the previous step's (steps strictly increase)"
+            } else {
+                previous = basis_points;
+                continue;
+            };
+            return Some((format!("rollout.steps[{index}].percent"), reason));
+        }
+        let analysis = &self.analysis;
+        // `!(a < x)` rather than `x >= a` so that NaN is refused too.
+        let checks: [(&str, bool, &'static str); 5] = [
+            ("interval", analysis.interval.is_zero(), "must be above 0"),
+            (
+                "error_rate_tolerance",
+                !(0.0..1.0).contains(&analysis.error_rate_tolerance),
+                "must be at least 0 and below 1",
+            ),
+            (
+                "latency_tolerance",
+                !(analysis.latency_tolerance >= 1.0 && analysis.latency_tolerance.is_finite()),
+                "must be at least 1",
+            ),
+            (
+                "confidence",
+                !(analysis.confidence > 0.5 && analysis.confidence < 1.0),
+                "must be above 0.5 and below 1",
+            ),
+            (
+                "critical_error_rate",
+                !(analysis.critical_error_rate > 0.0 && analysis.critical_error_rate <= 1.0),
+                "must be above 0 and at most 1",
+            ),
+        ];
+        (checks.into_iter())
+            .find(|(_, refused, _)| *refused)
+            .map(|(key, _, reason)| (format!("rollout.analysis.{key}"), reason))
+    }
+}
+
 /// The keys read once at start; a change needs a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartupSettings {
@@ -318,6 +482,9 @@ impl ProxyConfig {
         if !self.health_check.path.starts_with('/') {
             return invalid("health_check.path", "must start with /");
         }
+        if let Some((key, reason)) = self.rollout.invalid_key() {
+            return invalid(&key, reason);
+        }
         Ok(())
     }
 
@@ -339,7 +506,7 @@ impl ProxyConfig {
 }
 
 /// A share from 0 to 100 % with at most two decimals, held exactly as basis points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Percent(u32);
 
 impl Percent {
@@ -655,6 +822,159 @@ mod tests {
             let error = ProxyConfig::parse(&text, &path).unwrap_err();
             assert!(error.to_string().contains(key), "{text}: {error}");
         }
+    }
+
+    const ISSUE_EXAMPLE: &str = r#"
+[rollout]
+enabled = true
+steps = [
+  { percent = 1,   hold = "10m" },
+  { percent = 5,   hold = "30m" },
+  { percent = 25,  hold = "1h", approval = true },   # waits for an operator's approval before entering
+  { percent = 50,  hold = "1h" },
+  { percent = 100 },
+]
+on_failure = "rollback"          # or "pause"
+
+[rollout.analysis]
+interval = "10s"
+min_requests = 500
+max_inconclusive = "30m"
+error_rate_tolerance = 0.01
+latency_tolerance = 1.10
+confidence = 0.98
+critical_error_rate = 0.05
+passes_to_promote = 3
+failures_to_rollback = 2
+"#;
+
+    #[test]
+    fn the_rollout_example_of_the_issue_reads_typed() {
+        let rollout = parse(ISSUE_EXAMPLE).unwrap().rollout;
+        assert!(rollout.enabled);
+        let steps: Vec<(u32, Duration, bool)> = (rollout.steps.iter())
+            .map(|s| (s.percent.basis_points(), s.hold, s.approval))
+            .collect();
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        assert_eq!(
+            steps,
+            [
+                (100, minutes(10), false),
+                (500, minutes(30), false),
+                (2500, minutes(60), true),
+                (5000, minutes(60), false),
+                (10_000, Duration::ZERO, false),
+            ]
+        );
+        assert_eq!(rollout.on_failure, OnFailure::Rollback);
+        assert_eq!(rollout.analysis, AnalysisSection::default());
+        let pause = parse("[rollout]\non_failure = \"pause\"\n").unwrap();
+        assert_eq!(pause.rollout.on_failure, OnFailure::Pause);
+    }
+
+    #[test]
+    fn without_a_rollout_section_the_rollout_is_off_and_defaults_are_valid() {
+        let config = parse("").unwrap();
+        assert!(!config.rollout.enabled);
+        assert_eq!(config.rollout, RolloutSection::default());
+        let enabled = RolloutSection {
+            enabled: true,
+            ..RolloutSection::default()
+        };
+        assert_eq!(enabled.invalid_key(), None);
+    }
+
+    #[test]
+    fn invalid_rollout_edits_name_the_key() {
+        let steps = |steps: &str| format!("[rollout]\nsteps = [{steps}]\n");
+        let analysis = |line: &str| format!("[rollout.analysis]\n{line}\n");
+        for (text, key) in [
+            (steps("{ percent = 0 }"), "rollout.steps[0].percent"),
+            (
+                steps("{ percent = 5 }, { percent = 5 }"),
+                "rollout.steps[1].percent",
+            ),
+            (
+                steps("{ percent = 1 }, { percent = 10 }, { percent = 2 }"),
+                "rollout.steps[2].percent",
+            ),
+            (
+                steps("{ percent = 1 }, { percent = 10 }, { percent = 101 }"),
+                "rollout.steps[2].percent",
+            ),
+            (
+                steps("{ percent = 1 }, { percent = 10 }, { percent = 20.001 }"),
+                "rollout.steps[2].percent",
+            ),
+            (
+                steps("{ percent = 1 }, { percent = \"ten\" }"),
+                "rollout.steps[1].percent",
+            ),
+            (
+                steps("{ percent = 1, hold = \"ten minutes\" }"),
+                "rollout.steps[0].hold",
+            ),
+            (steps("{ percent = 1, wait = \"1m\" }"), "wait"),
+            (
+                "[rollout]\nenabled = true\nsteps = []\n".into(),
+                "rollout.steps",
+            ),
+            (
+                "[rollout]\non_failure = \"retry\"\n".into(),
+                "rollout.on_failure",
+            ),
+            (analysis("interval = \"0s\""), "rollout.analysis.interval"),
+            (analysis("interval = 10"), "rollout.analysis.interval"),
+            (
+                analysis("max_inconclusive = \"soon\""),
+                "rollout.analysis.max_inconclusive",
+            ),
+            (
+                analysis("min_requests = 0"),
+                "rollout.analysis.min_requests",
+            ),
+            (
+                analysis("error_rate_tolerance = 1.5"),
+                "rollout.analysis.error_rate_tolerance",
+            ),
+            (
+                analysis("latency_tolerance = 0.9"),
+                "rollout.analysis.latency_tolerance",
+            ),
+            (analysis("confidence = 0.5"), "rollout.analysis.confidence"),
+            (analysis("confidence = 1.0"), "rollout.analysis.confidence"),
+            (analysis("confidence = nan"), "rollout.analysis.confidence"),
+            (
+                analysis("critical_error_rate = 0"),
+                "rollout.analysis.critical_error_rate",
+            ),
+            (
+                analysis("passes_to_promote = 0"),
+                "rollout.analysis.passes_to_promote",
+            ),
+            (
+                analysis("failures_to_rollback = -1"),
+                "rollout.analysis.failures_to_rollback",
+            ),
+            (analysis("intervall = \"1s\""), "intervall"),
+        ] {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_rollout_written_from_the_structs_reads_back_the_same() {
+        let mut config = ProxyConfig::default();
+        config.rollout.enabled = true;
+        config.rollout.on_failure = OnFailure::Pause;
+        config.rollout.steps[2].approval = true;
+        config.rollout.steps[0].hold = Duration::from_secs(90);
+        config.rollout.analysis.interval = Duration::from_millis(1500);
+        // Relative paths come back resolved against the file's folder.
+        config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(parse(&text).unwrap(), config, "{text}");
     }
 
     #[test]

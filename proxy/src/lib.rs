@@ -15,6 +15,7 @@ pub mod internal;
 pub mod metrics;
 pub mod prebound;
 pub mod reload;
+pub mod rollout;
 pub mod routing;
 pub mod security_headers;
 pub mod server;

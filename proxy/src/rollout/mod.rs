@@ -1,0 +1,41 @@
+//! Progressive delivery: the statistical judge of new against legacy (`judge`, over `stats`)
+//! and the controller that moves `routing.new_percent` through a step schedule
+//! (`controller`). Both are pure: plain data in, plain data out, time passed in, so they are
+//! tested over a simulated clock with seeded synthetic traffic. The I/O (collecting
+//! cohorts on the request path, writing `config.toml`, the state file, the admin API) sits
+//! at the edge and is not part of this module.
+//!
+//! Not wired into the proxy yet: no request is affected by this module.
+
+pub mod controller;
+pub mod judge;
+pub mod stats;
+
+use serde::Serialize;
+
+/// The result of judging one metric, or a whole evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    /// Too little data to say; never promotes, never rolls back.
+    Inconclusive,
+}
+
+/// What the controller learns from one evaluation interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// `Pass` only if every metric passed; `Fail` if any failed; else `Inconclusive`.
+    pub outcome: Outcome,
+    /// Roll back at once, whatever the counts of passes and failures: the canary's error
+    /// rate reached `critical_error_rate`, or the new backend is down.
+    pub critical: Option<CriticalReason>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriticalReason {
+    CriticalErrorRate,
+    BackendDown,
+}
