@@ -99,7 +99,10 @@ impl Cohort {
     }
 }
 
-/// How to judge; the config engineer maps `[rollout.analysis]` onto it.
+/// How to judge; the config engineer maps `[rollout.analysis]` onto it. The judge does
+/// not re-check the ranges, so the config layer should reject the rest: `0 < confidence
+/// < 1`, `latency_tolerance ≥ 1`, and the rates and tolerance within `[0, 1]` (a
+/// `latency_tolerance` of 0, say, would make every latency "infinitely" slow).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalysisSettings {
     /// Per cohort per evaluation; fewer means `Inconclusive`.
