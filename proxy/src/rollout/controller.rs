@@ -183,9 +183,8 @@ pub struct RolloutState {
     pub rollback_reason: Option<RollbackReason>,
     /// The steps this progress was made on.
     pub steps_fingerprint: StepsFingerprint,
-    /// Shown, not decided on: it is not read back from the state file (`Evaluation` is the
-    /// judge's type and only serializes), so after a restart it is empty until the next one.
-    #[serde(default, skip_deserializing)]
+    /// Shown, not decided on.
+    #[serde(default)]
     pub last_evaluation: Option<Evaluation>,
     pub last_evaluated_at: Option<SystemTime>,
 }
@@ -937,7 +936,8 @@ mod tests {
         simulation.seconds += 5 * MINUTE;
         simulation.state = serde_json::from_str(&saved).unwrap();
         assert_eq!(simulation.state.step_index, 1);
-        assert_eq!(simulation.state.last_evaluation, None);
+        // The last verdict is read back too, so the admin API shows it after a restart.
+        assert!(simulation.state.last_evaluation.is_some());
         let schedule = Schedule::of(&simulation.section);
         let remaining = simulation.state.hold_remaining(&schedule, simulation.now());
         assert_eq!(remaining, Some(Duration::from_secs(5 * MINUTE)));

@@ -117,6 +117,19 @@ pub struct AnalysisSettings {
     pub critical_error_rate: f64,
 }
 
+impl From<&crate::config::AnalysisSection> for AnalysisSettings {
+    /// The judge's part of `[rollout.analysis]`; the config checked the ranges on load.
+    fn from(section: &crate::config::AnalysisSection) -> Self {
+        Self {
+            min_requests: u64::from(section.min_requests.get()),
+            error_rate_tolerance: section.error_rate_tolerance,
+            latency_tolerance: section.latency_tolerance,
+            confidence: section.confidence,
+            critical_error_rate: section.critical_error_rate,
+        }
+    }
+}
+
 impl Default for AnalysisSettings {
     /// The values issue #10 gives as the `[rollout.analysis]` defaults.
     fn default() -> Self {

@@ -11,10 +11,10 @@ pub mod controller;
 pub mod judge;
 pub mod stats;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The result of judging one metric, or a whole evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Pass,
@@ -24,7 +24,7 @@ pub enum Outcome {
 }
 
 /// What the controller learns from one evaluation interval.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// `Pass` only if every metric passed; `Fail` if any failed; else `Inconclusive`.
     pub outcome: Outcome,
@@ -33,7 +33,7 @@ pub struct Evaluation {
     pub critical: Option<CriticalReason>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CriticalReason {
     CriticalErrorRate,
