@@ -3,20 +3,14 @@
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use super::{INVALID_CREDENTIALS, assert_answer, error, login_body, validation};
+use super::{INVALID_CREDENTIALS, assert_answer, error, login, login_body, validation};
 use crate::routes::LOGIN;
 use crate::testing::client::{client, demo_token, post_json, send};
 use crate::testing::forge;
 use crate::testing::{TestEnv, TestServer};
 
 pub async fn login_succeeds(server: &TestServer, env: &TestEnv) {
-    let answer = post_json(
-        server,
-        LOGIN,
-        &login_body("demo@example.com", "demo-password"),
-        None,
-    )
-    .await;
+    let answer = login(server, "demo@example.com", "demo-password").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("content-type"), Some("application/json"));
     let body = answer.json();
@@ -48,32 +42,14 @@ pub async fn login_succeeds(server: &TestServer, env: &TestEnv) {
 }
 
 pub async fn login_email_is_case_insensitive(server: &TestServer, _: &TestEnv) {
-    let answer = post_json(
-        server,
-        LOGIN,
-        &login_body("DeMo@Example.COM", "demo-password"),
-        None,
-    )
-    .await;
+    let answer = login(server, "DeMo@Example.COM", "demo-password").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["user"]["email"], "demo@example.com");
 }
 
 pub async fn login_unknown_email_and_wrong_password_answer_alike(server: &TestServer, _: &TestEnv) {
-    let wrong = post_json(
-        server,
-        LOGIN,
-        &login_body("demo@example.com", "wrong"),
-        None,
-    )
-    .await;
-    let unknown = post_json(
-        server,
-        LOGIN,
-        &login_body("nobody@example.com", "demo-password"),
-        None,
-    )
-    .await;
+    let wrong = login(server, "demo@example.com", "wrong").await;
+    let unknown = login(server, "nobody@example.com", "demo-password").await;
     for answer in [&wrong, &unknown] {
         assert_answer(
             answer,
@@ -230,24 +206,12 @@ pub async fn login_odd_input_is_a_clear_client_error(server: &TestServer, _: &Te
         assert_eq!(answer.status, status, "{body}: {}", answer.body);
     }
     // The users table survived.
-    let answer = post_json(
-        server,
-        LOGIN,
-        &login_body("demo@example.com", "demo-password"),
-        None,
-    )
-    .await;
+    let answer = login(server, "demo@example.com", "demo-password").await;
     assert_eq!(answer.status, 200);
 }
 
 pub async fn login_lengths_count_characters(server: &TestServer, _: &TestEnv) {
-    let answer = post_json(
-        server,
-        LOGIN,
-        &login_body("demo@example.com", &"é".repeat(1024)),
-        None,
-    )
-    .await;
+    let answer = login(server, "demo@example.com", &"é".repeat(1024)).await;
     assert_answer(
         &answer,
         401,

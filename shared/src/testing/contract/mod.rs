@@ -15,7 +15,8 @@ pub mod verify;
 
 use serde_json::{Value, json};
 
-use super::client::Answer;
+use super::client::{Answer, post_json};
+use crate::routes::LOGIN;
 
 /// Generates one `#[tokio::test]` per contract case, each against a fresh server that
 /// `$start(&TestEnv) -> TestServer` starts.
@@ -118,6 +119,11 @@ const TOKEN_EXPIRED: &str = "the token has expired";
 
 fn login_body(email: &str, password: &str) -> Value {
     json!({"email": email, "password": password})
+}
+
+/// `POST /api/auth/login` with this email and password, as JSON.
+async fn login(server: &super::TestServer, email: &str, password: &str) -> Answer {
+    post_json(server, LOGIN, &login_body(email, password), None).await
 }
 
 #[cfg(test)]

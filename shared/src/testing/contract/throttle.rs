@@ -6,9 +6,8 @@
 use crate::config::Seconds;
 use std::time::Duration;
 
-use super::login_body;
-use crate::routes::LOGIN;
-use crate::testing::client::{Answer, demo_token, post_json};
+use super::login;
+use crate::testing::client::{Answer, demo_token};
 use crate::testing::{TEST_MAX_LOGIN_FAILURES, TestEnv, TestServer, eventually};
 
 /// The window of `a_short_window`: room for a few hashes on loaded cores, quick to wait out.
@@ -26,7 +25,7 @@ pub fn a_long_window() -> TestEnv {
 }
 
 async fn fail_login(server: &TestServer, email: &str) -> Answer {
-    post_json(server, LOGIN, &login_body(email, "wrong-password"), None).await
+    login(server, email, "wrong-password").await
 }
 
 pub async fn login_throttle_locks_then_unlocks(server: &TestServer, _: &TestEnv) {
@@ -46,24 +45,12 @@ pub async fn login_throttle_locks_then_unlocks(server: &TestServer, _: &TestEnv)
         assert_eq!(locked.json()["error"]["code"], "RATE_LIMITED");
     }
     // Even the right password waits for the window.
-    let right = post_json(
-        server,
-        LOGIN,
-        &login_body("DEMO@example.com", "demo-password"),
-        None,
-    )
-    .await;
+    let right = login(server, "DEMO@example.com", "demo-password").await;
     assert_eq!(right.status, 429);
     // The window closes, and the lock with it.
     let limit = Duration::from_secs(SHORT_WINDOW_SECONDS + 10);
     eventually("the lock ends with its window", limit, async || {
-        let answer = post_json(
-            server,
-            LOGIN,
-            &login_body("demo@example.com", "demo-password"),
-            None,
-        )
-        .await;
+        let answer = login(server, "demo@example.com", "demo-password").await;
         if answer.status != 200 {
             assert_eq!(answer.status, 429, "{}", answer.body);
         }
