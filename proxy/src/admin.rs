@@ -10,6 +10,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::answer::ProxyAnswer;
+use crate::rollout::api;
 use crate::routing::Side;
 use crate::security_headers;
 use crate::state::ProxyState;
@@ -67,7 +68,7 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
-        let mut response = self.answer(session);
+        let mut response = self.answer(session).await;
         let generation = self.state.live.load();
         let fields = &generation.settings.proxy.security_headers;
         // Editing an `http::HeaderMap` cannot fail.
@@ -77,8 +78,14 @@ impl ServeHttp for AdminApp {
 }
 
 impl AdminApp {
-    fn answer(&self, session: &ServerSession) -> http::Response<Vec<u8>> {
+    async fn answer(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let header = session.req_header();
+        if let Some(request) = api::route(&header.method, header.uri.path()) {
+            return match request {
+                Ok(request) => self.rollout(session, request).await,
+                Err(refusal) => refusal.to_response(),
+            };
+        }
         if header.method != http::Method::GET {
             return ProxyAnswer::MethodNotAllowed.to_response();
         }
@@ -94,6 +101,53 @@ impl AdminApp {
                 include_bytes!("../web/dashboard.html").to_vec(),
             ),
             _ => ProxyAnswer::NotFound.to_response(),
+        }
+    }
+
+    async fn rollout(
+        &self,
+        session: &mut ServerSession,
+        request: api::Request,
+    ) -> http::Response<Vec<u8>> {
+        let rollout = &self.state.rollout;
+        let path = match request {
+            api::Request::Status => {
+                let status = rollout.status(&self.state).await;
+                return ok("application/json", status.to_string().into_bytes());
+            }
+            api::Request::Command(path) => path,
+        };
+        let body = match read_body(session, api::MAX_BODY_BYTES).await {
+            Ok(body) => body,
+            Err(refusal) => return refusal.to_response(),
+        };
+        let command = match api::command(path, &session.req_header().headers, &body) {
+            Ok(command) => command,
+            Err(refusal) => return refusal.to_response(),
+        };
+        match rollout.command(&self.state, command).await {
+            Ok(status) => ok("application/json", status.to_string().into_bytes()),
+            Err(error) => api::ApiError::from(error).to_response(),
+        }
+    }
+}
+
+/// The request body, up to `limit` bytes.
+async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, api::ApiError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(api::body_too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(error) => {
+                tracing::debug!(%error, "admin: cannot read a request body");
+                return Err(api::unreadable_body());
+            }
         }
     }
 }

@@ -274,6 +274,9 @@ pub struct RolloutSection {
     pub on_failure: OnFailure,
     /// `[rollout.analysis]`: how new is judged against legacy at each step.
     pub analysis: AnalysisSection,
+    /// The controller's progress (step, phase, when the step started, the last verdicts),
+    /// beside the database by default, so a restart resumes the same step.
+    pub state_file: PathBuf,
 }
 
 impl Default for RolloutSection {
@@ -294,6 +297,7 @@ impl Default for RolloutSection {
             ],
             on_failure: OnFailure::Rollback,
             analysis: AnalysisSection::default(),
+            state_file: PathBuf::from("data/rollout-state.json"),
         }
     }
 }
@@ -446,6 +450,7 @@ impl ProxyConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.proxy.cookie_secret_file =
             common::config::resolve(base, &config.proxy.cookie_secret_file);
+        config.rollout.state_file = common::config::resolve(base, &config.rollout.state_file);
         if let Some(tls) = &mut config.proxy.tls {
             tls.cert_file = common::config::resolve(base, &tls.cert_file);
             tls.key_file = common::config::resolve(base, &tls.key_file);
@@ -783,6 +788,7 @@ mod tests {
         config.routing.new_percent = Percent::from_percent(12.5).unwrap();
         config.proxy.override_header = OptionalHeaderName::off();
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
+        config.rollout.state_file = PathBuf::from("/srv/rollout.json");
         config.proxy.cors.allowed_origins = vec![Origin::parse("http://localhost:5173").unwrap()];
         config.proxy.security_headers.x_dns_prefetch_control = OptionalHeaderValue::off();
         let text = toml::to_string(&config).unwrap();
@@ -876,7 +882,16 @@ failures_to_rollback = 2
     fn without_a_rollout_section_the_rollout_is_off_and_defaults_are_valid() {
         let config = parse("").unwrap();
         assert!(!config.rollout.enabled);
-        assert_eq!(config.rollout, RolloutSection::default());
+        // The state file sits beside the database, resolved against the config's folder.
+        assert_eq!(
+            config.rollout.state_file,
+            Path::new("/srv/data/rollout-state.json")
+        );
+        let rollout = RolloutSection {
+            state_file: RolloutSection::default().state_file,
+            ..config.rollout
+        };
+        assert_eq!(rollout, RolloutSection::default());
         let enabled = RolloutSection {
             enabled: true,
             ..RolloutSection::default()
@@ -973,6 +988,7 @@ failures_to_rollback = 2
         config.rollout.analysis.interval = Duration::from_millis(1500);
         // Relative paths come back resolved against the file's folder.
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
+        config.rollout.state_file = PathBuf::from("/srv/rollout.json");
         let text = toml::to_string(&config).unwrap();
         assert_eq!(parse(&text).unwrap(), config, "{text}");
     }

@@ -7,6 +7,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::rollout::metrics::RolloutMetrics;
 use crate::routing::Side;
 use crate::window::Window;
 
@@ -55,6 +56,18 @@ impl RouteLabel {
     pub fn label(self) -> &'static str {
         ROUTES[self.0]
     }
+
+    /// Its position among the `COUNT` labels, for per-route arrays.
+    pub fn index(self) -> usize {
+        self.0
+    }
+
+    pub const COUNT: usize = ROUTES.len();
+
+    /// Every label, in `index` order.
+    pub fn all() -> impl Iterator<Item = RouteLabel> {
+        (0..ROUTES.len()).map(RouteLabel)
+    }
 }
 
 fn status_class(status: u16) -> usize {
@@ -84,6 +97,7 @@ pub struct ProxyMetrics {
     latency_series: Vec<Histogram>,
     /// The last minute per backend, for the dashboard.
     pub window: Window,
+    pub rollout: RolloutMetrics,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -158,6 +172,7 @@ impl ProxyMetrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        let rollout = RolloutMetrics::new(&registry).expect("metric names are unique");
         let mut request_series = Vec::new();
         let mut latency_series = Vec::new();
         for backend in BACKENDS {
@@ -172,6 +187,7 @@ impl ProxyMetrics {
             request_series,
             latency_series,
             window: Window::new(),
+            rollout,
             registry,
             upstream_errors,
             failovers,

@@ -60,7 +60,7 @@ impl Reloader {
         *last = Some(bytes.clone());
         let text = String::from_utf8_lossy(&bytes);
         match ProxyConfig::parse(&text, &state.config_path) {
-            Ok(config) => Outcome::Applied(self.apply(config)),
+            Ok(config) => Outcome::Applied(apply(state, config)),
             Err(error) => {
                 state.metrics.reload(false);
                 tracing::error!(key = error.key(), %error, "config edit refused; the running config stays");
@@ -68,35 +68,50 @@ impl Reloader {
             }
         }
     }
+}
 
-    fn apply(&self, config: ProxyConfig) -> u64 {
-        let state = &self.state;
-        if config.startup() != state.startup {
-            tracing::warn!(
-                "proxy.listen, proxy.admin_listen, proxy.threads, proxy.cookie_secret_file, \
-                 proxy.shutdown_grace_seconds or proxy.tls.listen (or [proxy.tls] itself) \
-                 changed: these need a restart; the rest is applied"
-            );
-        }
-        let current = state.live.load();
-        if current.settings == config {
-            state.metrics.reload(true);
-            return current.number;
-        }
-        let number = current.number + 1;
-        let percent = config.routing.new_percent.as_percent();
-        state
-            .metrics
-            .config_applied(number, config.new_basis_points());
-        state.live.store(Arc::new(Generation::new(number, config)));
-        state.metrics.reload(true);
-        tracing::info!(
-            generation = number,
-            new_percent = percent,
-            "config reloaded"
+/// Reads the config file and applies it now, for a writer of the file (the rollout
+/// controller) that must not wait for the watcher: returns the generation in force after.
+pub fn apply_file(state: &ProxyState) -> Result<u64, common::config::ConfigError> {
+    let config = ProxyConfig::load(&state.config_path)?;
+    Ok(apply(state, config))
+}
+
+/// Applies `percent` as `routing.new_percent` in memory only, over the config in force: for a
+/// rollback when the file cannot be written. Returns the generation in force after.
+pub fn apply_percent(state: &ProxyState, percent: crate::config::Percent) -> u64 {
+    let mut config = state.live.load().settings.clone();
+    config.routing.new_percent = percent;
+    apply(state, config)
+}
+
+/// Swaps in `config` as a new generation, unless it equals the one in force.
+fn apply(state: &ProxyState, config: ProxyConfig) -> u64 {
+    if config.startup() != state.startup {
+        tracing::warn!(
+            "proxy.listen, proxy.admin_listen, proxy.threads, proxy.cookie_secret_file, \
+             proxy.shutdown_grace_seconds or proxy.tls.listen (or [proxy.tls] itself) \
+             changed: these need a restart; the rest is applied"
         );
-        number
     }
+    let current = state.live.load();
+    if current.settings == config {
+        state.metrics.reload(true);
+        return current.number;
+    }
+    let number = current.number + 1;
+    let percent = config.routing.new_percent.as_percent();
+    state
+        .metrics
+        .config_applied(number, config.new_basis_points());
+    state.live.store(Arc::new(Generation::new(number, config)));
+    state.metrics.reload(true);
+    tracing::info!(
+        generation = number,
+        new_percent = percent,
+        "config reloaded"
+    );
+    number
 }
 
 #[async_trait]

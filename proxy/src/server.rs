@@ -20,6 +20,7 @@ use crate::head_deadline::HeadDeadline;
 use crate::health::HealthChecker;
 use crate::prebound::Prebound;
 use crate::reload::Reloader;
+use crate::rollout::runner::RolloutService;
 use crate::service::CanaryProxy;
 use crate::state::ProxyState;
 use common::config::ConfigError;
@@ -179,6 +180,12 @@ pub fn serve(
     ));
     let reloader = Reloader::new(Arc::clone(&state)).map_err(StartupError::Signal)?;
     server.add_service(background_service("config reload", reloader));
+    server.add_service(background_service(
+        "rollout controller",
+        RolloutService {
+            state: Arc::clone(&state),
+        },
+    ));
 
     match tls_address {
         Some(tls) => {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::StatusCode;
 use pingora::ErrorType;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
@@ -25,6 +26,7 @@ use crate::edge;
 use crate::forwarding::{self, Client};
 use crate::internal;
 use crate::metrics::RouteLabel;
+use crate::rollout::cohorts::{self, CohortKind};
 use crate::routing::{self, RouteInput, Side};
 use crate::state::{ClientSlot, Generation, ProxyState};
 use crate::sticky;
@@ -44,6 +46,8 @@ pub struct RequestCtx {
     /// The side whose response reached the client; `None` for answers made by the proxy.
     answered_by: Option<Side>,
     retried: bool,
+    /// The judge's cohort this request counts in, while a rollout runs.
+    cohort: Option<CohortKind>,
     request_id: String,
     set_cookie: Option<String>,
     body_bytes: usize,
@@ -114,6 +118,15 @@ impl CanaryProxy {
         if route.is_failover() {
             self.state.metrics.failover(route.preferred, route.side);
         }
+        if generation.settings.rollout.enabled {
+            ctx.cohort = cohorts::membership(cohorts::Routed {
+                bucket: choice.bucket,
+                preferred: route.preferred,
+                forced: choice.forced.is_some(),
+                failover: route.is_failover(),
+                new_basis_points: generation.settings.new_basis_points(),
+            });
+        }
         Ok(route.side)
     }
 
@@ -141,6 +154,7 @@ impl ProxyHttp for CanaryProxy {
             side: None,
             answered_by: None,
             retried: false,
+            cohort: None,
             request_id: String::new(),
             set_cookie: None,
             body_bytes: 0,
@@ -412,6 +426,19 @@ impl ProxyHttp for CanaryProxy {
         self.state
             .metrics
             .request(ctx.answered_by, ctx.route, status, elapsed.as_secs_f64());
+        if let (Some(kind), Ok(status)) = (ctx.cohort, StatusCode::from_u16(status)) {
+            // Its side failed it and the other answered: the client was spared, the judge
+            // is not.
+            let status = if ctx.retried {
+                StatusCode::BAD_GATEWAY
+            } else {
+                status
+            };
+            self.state
+                .rollout
+                .collector
+                .record(kind, ctx.route, status, elapsed);
+        }
         if let Some(error) = error {
             tracing::warn!(request_id = %ctx.request_id, status, %error, "request failed");
         } else {

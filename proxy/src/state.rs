@@ -13,6 +13,7 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::config::{ProxyConfig, StartupSettings};
 use crate::forwarding::HeaderEdit;
 use crate::metrics::ProxyMetrics;
+use crate::rollout::runner::Rollout;
 use crate::routing::Side;
 use crate::sticky::BucketSigner;
 use crate::{cors, security_headers};
@@ -137,6 +138,8 @@ pub struct ProxyState {
     pub health: Health,
     pub metrics: ProxyMetrics,
     pub signer: BucketSigner,
+    /// The rollout controller's progress and the cohorts it judges.
+    pub rollout: Rollout,
     clients: ClientCounts,
 }
 
@@ -154,6 +157,7 @@ impl ProxyState {
             health: Health::new(),
             metrics,
             signer: BucketSigner::new(cookie_secret),
+            rollout: Rollout::default(),
             clients: ClientCounts::default(),
         })
     }

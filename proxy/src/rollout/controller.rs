@@ -89,6 +89,10 @@ pub enum PauseReason {
     /// A critical evaluation, with `on_failure = "pause"`.
     CriticalErrorRate,
     BackendDown,
+    /// The weight could not be written into `config.toml` (an unreadable or invalid file,
+    /// a full disk): the weight in force is the file's, and the operator fixes the file and
+    /// resumes.
+    ConfigWriteFailed,
 }
 
 /// Why a rollout went back to 0 %.
@@ -112,6 +116,22 @@ impl From<CriticalReason> for RollbackReason {
 }
 
 impl RollbackReason {
+    pub const ALL: [RollbackReason; 4] = [
+        RollbackReason::Failures,
+        RollbackReason::CriticalErrorRate,
+        RollbackReason::BackendDown,
+        RollbackReason::Aborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackReason::Failures => "failures",
+            RollbackReason::CriticalErrorRate => "critical_error_rate",
+            RollbackReason::BackendDown => "backend_down",
+            RollbackReason::Aborted => "aborted",
+        }
+    }
+
     /// The pause that stands for this rollback under `on_failure = "pause"`.
     fn as_pause(self) -> PauseReason {
         match self {
@@ -249,6 +269,11 @@ pub enum Input {
     },
     /// Roll back now.
     Abort,
+    /// Writing the weight of the last `SetPercent` into `config.toml` failed; `in_force` is
+    /// the weight still routing.
+    WriteFailed {
+        in_force: Percent,
+    },
     /// `config.toml` was reloaded with these.
     ConfigChanged {
         new_percent: Percent,
@@ -354,6 +379,13 @@ impl Machine<'_> {
                 }
             }
             Input::Resume { now } => self.resume(now),
+            Input::WriteFailed { in_force } => {
+                self.state.percent = in_force;
+                // A rollback stays one: the edge applies 0 % in memory when it cannot write.
+                if self.state.phase != Phase::RolledBack {
+                    self.pause(PauseReason::ConfigWriteFailed);
+                }
+            }
             Input::Abort => {
                 if self.state.phase != Phase::RolledBack {
                     self.roll_back(RollbackReason::Aborted);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::stats::{self, Proportion, Reservoir};
 use super::{CriticalReason, Evaluation, Outcome};
@@ -149,7 +149,7 @@ impl AnalysisSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     ErrorRate,
@@ -158,6 +158,14 @@ pub enum Metric {
 }
 
 impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::ErrorRate => "error_rate",
+            Metric::LatencyMedian => "latency_median",
+            Metric::LatencyP99 => "latency_p99",
+        }
+    }
+
     /// The quantile a latency metric compares (the error rate has none; 0.5 is unused).
     fn quantile(self) -> f64 {
         match self {
@@ -168,7 +176,8 @@ impl Metric {
 }
 
 /// The verdict on one metric, with the numbers behind it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MetricVerdict {
     pub metric: Metric,
     pub outcome: Outcome,

@@ -1,14 +1,19 @@
 //! Progressive delivery: the statistical judge of new against legacy (`judge`, over `stats`)
 //! and the controller that moves `routing.new_percent` through a step schedule
 //! (`controller`). Both are pure: plain data in, plain data out, time passed in, so they are
-//! tested over a simulated clock with seeded synthetic traffic. The I/O (collecting
-//! cohorts on the request path, writing `config.toml`, the state file, the admin API) sits
-//! at the edge and is not part of this module.
-//!
-//! Not wired into the proxy yet: no request is affected by this module.
+//! tested over a simulated clock with seeded synthetic traffic. Around them: `cohorts`
+//! (collected on the request path), `report` (one interval's verdicts, overall and per
+//! route) and `runner` (the background service that carries out the controller's actions:
+//! it writes `config.toml` and the state file, and applies the new weight at once).
 
+pub mod api;
+pub mod cohorts;
+pub mod config_file;
 pub mod controller;
 pub mod judge;
+pub mod metrics;
+pub mod report;
+pub mod runner;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +26,16 @@ pub enum Outcome {
     Fail,
     /// Too little data to say; never promotes, never rolls back.
     Inconclusive,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Inconclusive => "inconclusive",
+        }
+    }
 }
 
 /// What the controller learns from one evaluation interval.

@@ -1,0 +1,241 @@
+//! One interval's judgement as the operator sees it: the judge run on the overall cohorts and
+//! on each route's, combined into the `Evaluation` the controller acts on, with every verdict
+//! and its numbers kept for `GET /admin/rollout`, the metrics and the state file.
+//!
+//! The evaluation fails if any verdict, overall or per route, fails; it passes only if every
+//! overall metric passes (a route with too little traffic of its own is inconclusive and
+//! neither blocks nor fails a step). Testing several scopes does not multiply false alarms
+//! the way it would against a fixed threshold: each test asks whether new is significantly
+//! worse than the baseline *plus its tolerance*, which identical backends almost never are.
+//! Only the overall canary decides `critical`, or the health checks finding new down.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::cohorts::IntervalSample;
+use super::judge::{self, AnalysisSettings, MetricVerdict};
+use super::{CriticalReason, Evaluation, Outcome};
+
+/// The `scope` of the verdicts on all requests together.
+pub const OVERALL: &str = "overall";
+
+/// A verdict on one metric of one scope: `overall` or a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopedVerdict {
+    pub scope: String,
+    #[serde(flatten)]
+    pub verdict: MetricVerdict,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    #[serde(with = "humantime_serde")]
+    pub at: SystemTime,
+    pub evaluation: Evaluation,
+    pub canary_requests: u64,
+    pub baseline_requests: u64,
+    pub verdicts: Vec<ScopedVerdict>,
+}
+
+/// Judges one interval's sample; `new_up` is what the health checks last found.
+pub fn evaluate(
+    sample: &IntervalSample,
+    settings: &AnalysisSettings,
+    new_up: bool,
+    at: SystemTime,
+) -> Report {
+    let overall = judge::judge(sample.canary(), sample.baseline(), settings);
+    let scoped = |scope: &str, verdicts: Vec<MetricVerdict>| {
+        let scope = scope.to_owned();
+        verdicts.into_iter().map(move |verdict| ScopedVerdict {
+            scope: scope.clone(),
+            verdict,
+        })
+    };
+    let mut verdicts: Vec<ScopedVerdict> = scoped(OVERALL, overall.verdicts).collect();
+    for (route, canary, baseline) in sample.routes() {
+        let judgement = judge::judge(canary, baseline, settings);
+        verdicts.extend(scoped(route.label(), judgement.verdicts));
+    }
+    let outcome = if verdicts.iter().any(|v| v.verdict.outcome == Outcome::Fail) {
+        Outcome::Fail
+    } else {
+        overall.evaluation.outcome
+    };
+    let critical = if new_up {
+        overall.evaluation.critical
+    } else {
+        Some(CriticalReason::BackendDown)
+    };
+    Report {
+        at,
+        evaluation: Evaluation { outcome, critical },
+        canary_requests: sample.canary().requests(),
+        baseline_requests: sample.baseline().requests(),
+        verdicts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::StatusCode;
+
+    use super::*;
+    use crate::metrics::RouteLabel;
+    use crate::rollout::cohorts::CohortKind;
+
+    fn settings() -> AnalysisSettings {
+        AnalysisSettings {
+            min_requests: 50,
+            ..AnalysisSettings::default()
+        }
+    }
+
+    /// `requests` per cohort on `route`, new failing `canary_errors` of them.
+    fn sample(route: &str, requests: u32, canary_errors: u32) -> IntervalSample {
+        let mut sample = IntervalSample::default();
+        let route = RouteLabel::of(route);
+        for i in 0..requests {
+            // Latencies spread over the same range in both cohorts.
+            let latency = Duration::from_micros(1_000 + u64::from(i % 97) * 10);
+            let status = if i < canary_errors {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            sample.record(CohortKind::Canary, route, status, latency);
+            sample.record(CohortKind::Baseline, route, StatusCode::OK, latency);
+        }
+        sample
+    }
+
+    fn add(
+        mut into: IntervalSample,
+        from: &str,
+        requests: u32,
+        canary_errors: u32,
+    ) -> IntervalSample {
+        let route = RouteLabel::of(from);
+        for i in 0..requests {
+            let latency = Duration::from_micros(1_000 + u64::from(i % 97) * 10);
+            let status = if i < canary_errors {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            into.record(CohortKind::Canary, route, status, latency);
+            into.record(CohortKind::Baseline, route, StatusCode::OK, latency);
+        }
+        into
+    }
+
+    #[test]
+    fn alike_cohorts_pass_with_a_verdict_per_metric_overall_and_per_route() {
+        let report = evaluate(
+            &sample("/health", 400, 0),
+            &settings(),
+            true,
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(report.evaluation.outcome, Outcome::Pass, "{report:#?}");
+        assert_eq!(report.evaluation.critical, None);
+        assert_eq!(
+            (report.canary_requests, report.baseline_requests),
+            (400, 400)
+        );
+        let scopes: Vec<&str> = report.verdicts.iter().map(|v| v.scope.as_str()).collect();
+        assert_eq!(
+            scopes,
+            [
+                "overall", "overall", "overall", "/health", "/health", "/health"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_route_that_fails_fails_the_evaluation_though_overall_passes() {
+        // Verify: 1,000 requests, no errors; generate: 200, 30 of them failing on new only.
+        // Overall the canary's share is 2.5 % (under the critical 5 %), generate's is 15 %.
+        let mixed = add(
+            sample("/api/auth/verify", 1_000, 0),
+            "/api/ai/generate",
+            200,
+            30,
+        );
+        let report = evaluate(&mixed, &settings(), true, SystemTime::UNIX_EPOCH);
+        assert_eq!(report.evaluation.outcome, Outcome::Fail, "{report:#?}");
+        assert_eq!(report.evaluation.critical, None);
+        let failed: Vec<(&str, judge::Metric)> = (report.verdicts.iter())
+            .filter(|v| v.verdict.outcome == Outcome::Fail)
+            .map(|v| (v.scope.as_str(), v.verdict.metric))
+            .collect();
+        assert!(
+            failed.contains(&("/api/ai/generate", judge::Metric::ErrorRate)),
+            "{failed:?}"
+        );
+    }
+
+    #[test]
+    fn a_route_with_too_little_traffic_neither_blocks_nor_fails() {
+        let mixed = add(
+            sample("/api/auth/verify", 400, 0),
+            "/api/ai/generate",
+            10,
+            0,
+        );
+        let report = evaluate(&mixed, &settings(), true, SystemTime::UNIX_EPOCH);
+        assert_eq!(report.evaluation.outcome, Outcome::Pass, "{report:#?}");
+        assert!(
+            report.verdicts.iter().any(
+                |v| v.scope == "/api/ai/generate" && v.verdict.outcome == Outcome::Inconclusive
+            )
+        );
+    }
+
+    #[test]
+    fn new_down_is_critical_whatever_the_sample() {
+        let report = evaluate(
+            &IntervalSample::default(),
+            &settings(),
+            false,
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(
+            report.evaluation.critical,
+            Some(CriticalReason::BackendDown)
+        );
+        assert_eq!(report.evaluation.outcome, Outcome::Inconclusive);
+    }
+
+    #[test]
+    fn a_report_reads_back_from_its_json() {
+        let report = evaluate(
+            &sample("/health", 100, 0),
+            &settings(),
+            true,
+            SystemTime::UNIX_EPOCH,
+        );
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(
+            json.contains(r#""scope":"overall","metric":"error_rate""#),
+            "{json}"
+        );
+        assert!(json.contains(r#""canaryRequests":100"#), "{json}");
+        let back: Report = serde_json::from_str(&json).unwrap();
+        // Floats come back within a rounding of what was written.
+        assert_eq!(back.evaluation, report.evaluation);
+        assert_eq!(back.verdicts.len(), report.verdicts.len());
+        for (read, written) in back.verdicts.iter().zip(&report.verdicts) {
+            assert_eq!(
+                (&read.scope, &read.verdict.reason),
+                (&written.scope, &written.verdict.reason)
+            );
+            assert!((read.verdict.canary - written.verdict.canary).abs() < 1e-9);
+        }
+    }
+}
