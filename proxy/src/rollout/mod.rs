@@ -1,12 +1,13 @@
 //! Progressive delivery: the statistical judge of new against legacy (`judge`, over `stats`)
 //! and the controller that moves `routing.new_percent` through a step schedule
 //! (`controller`). Both are pure: plain data in, plain data out, time passed in, so they are
-//! tested over a simulated clock with seeded synthetic traffic. The I/O (collecting
-//! cohorts on the request path, writing `config.toml`, the state file, the admin API) sits
-//! at the edge and is not part of this module.
+//! tested over a simulated clock with seeded synthetic traffic. Writing the weight back into
+//! `config.toml`, and any file atomically, is `config_file`; the rest of the I/O (collecting
+//! cohorts on the request path, the admin API) sits at the edge.
 //!
 //! Not wired into the proxy yet: no request is affected by this module.
 
+pub mod config_file;
 pub mod controller;
 pub mod judge;
 pub mod stats;
