@@ -3,8 +3,9 @@
 //! (`controller`). Both are pure: plain data in, plain data out, time passed in, so they are
 //! tested over a simulated clock with seeded synthetic traffic. Around them: `cohorts`
 //! (collected on the request path), `report` (one interval's verdicts, overall and per
-//! route) and `runner` (the background service that carries out the controller's actions:
-//! it writes `config.toml` and the state file, and applies the new weight at once).
+//! route), `config_file` (writing the weight into `config.toml`, comments kept, and any file
+//! atomically) and `runner` (the background service that carries out the controller's
+//! actions: it writes `config.toml` and the state file, and applies the new weight at once).
 
 pub mod api;
 pub mod cohorts;
