@@ -70,16 +70,21 @@ impl RunningProxy {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
-}
 
-impl Drop for RunningProxy {
-    fn drop(&mut self) {
+    /// Stops serving and waits until the proxy's thread has ended.
+    pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -322,28 +327,42 @@ pub async fn first_printed<T: Send + 'static>(
 /// system (it prints them when listening); killed and reaped when dropped, panics included.
 pub struct ChildProxy {
     child: Child,
+    pub base_url: String,
     pub admin_url: String,
+    pub config_path: PathBuf,
     _dir: tempfile::TempDir,
     /// Held while the child runs, so its health checks reach nothing else.
-    _backends: [Refusing; 2],
+    _backends: Vec<Refusing>,
 }
 
 impl ChildProxy {
     /// Starts the binary with backends that refuse every connection (what is tested here
     /// needs none) and waits until its admin listener answers.
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder");
         let (legacy, new) = (Refusing::bind(), Refusing::bind());
-        let config_path = dir.path().join("proxy.toml");
         let mut config = ProxyConfig::default();
         config.backends.legacy.listen = legacy.addr();
         config.backends.new.listen = new.addr();
+        Self::start_with(config, |text| text, vec![legacy, new]).await
+    }
+
+    /// Starts the binary on `config` (its listeners and threads replaced: loopback port 0,
+    /// one thread), written as TOML and passed through `text` (to add what the structs
+    /// cannot hold, comments say); `held` lives as long as the child.
+    pub async fn start_with(
+        mut config: ProxyConfig,
+        text: impl FnOnce(String) -> String,
+        held: Vec<Refusing>,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let config_path = dir.path().join("proxy.toml");
         // Port 0: the binary binds where the system says and logs the addresses it got.
         config.proxy.listen = LOOPBACK_ANY_PORT;
         config.proxy.admin_listen = LOOPBACK_ANY_PORT;
         config.proxy.threads = NonZeroUsize::MIN;
         config.proxy.shutdown_grace_seconds = Seconds::of(0);
-        write_config(&config_path, &config);
+        let toml = toml::to_string(&config).expect("a config serialises");
+        write_config_text(&config_path, &text(toml));
         let child = Command::new(env!("CARGO_BIN_EXE_proxy"))
             .arg("--config")
             .arg(&config_path)
@@ -354,22 +373,28 @@ impl ChildProxy {
             .expect("the proxy binary starts");
         let mut running = Self {
             child,
+            base_url: String::new(),
             admin_url: String::new(),
+            config_path,
             _dir: dir,
-            _backends: [legacy, new],
+            _backends: held,
         };
         let stdout = running.child.stdout.take().expect("piped stdout");
-        let admin = first_printed(
+        let (public, admin) = first_printed(
             stdout,
             "its listening addresses",
             Duration::from_secs(20),
             |line| {
                 let event: serde_json::Value = serde_json::from_str(line).ok()?;
-                (event["message"] == "proxy listening")
-                    .then(|| event["admin"].as_str().map(str::to_owned))?
+                if event["message"] != "proxy listening" {
+                    return None;
+                }
+                let field = |name: &str| event[name].as_str().map(str::to_owned);
+                Some((field("listen")?, field("admin")?))
             },
         )
         .await;
+        running.base_url = format!("http://{public}");
         running.admin_url = format!("http://{admin}");
         wait_until_answers(&format!("{}/admin/status", running.admin_url)).await;
         running

@@ -10,6 +10,7 @@ mod hostile;
 mod observability;
 mod raw;
 mod reload;
+mod rollout;
 mod routing;
 mod slow_clients;
 mod streaming;
