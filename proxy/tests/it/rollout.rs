@@ -519,3 +519,24 @@ async fn without_a_rollout_commands_are_refused_and_the_weight_is_the_operators(
     assert_eq!(body["error"]["code"], "ROLLOUT_DISABLED");
     assert_eq!(percent_on_disk(&stack.config_path), 25.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_going_down_mid_rollout_rolls_back() {
+    let mut stack = Stack::start_with(TestEnv::new(), 0.0, |config| {
+        config.rollout = schedule(&[(10.0, 3_600, false), (100.0, 0, false)]);
+    })
+    .await;
+    let admin = stack.proxy.admin_url.clone();
+    wait_for_status(&admin, "the first step is entered", Duration::from_secs(10), |s| {
+        s["phase"] == "progressing"
+    })
+    .await;
+    drop(stack.new.take());
+    let status = wait_for_status(&admin, "the rollout rolls back", Duration::from_secs(10), |s| {
+        s["phase"] == "rolled_back"
+    })
+    .await;
+    assert_eq!(status["rollbackReason"], "backend_down", "{status:#}");
+    assert_eq!(status["lastEvaluation"]["critical"], "backend_down");
+    assert_eq!(percent_on_disk(&stack.config_path), 0.0);
+}
