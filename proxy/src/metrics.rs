@@ -173,6 +173,14 @@ impl ProxyMetrics {
                 .expect("metric names are unique");
         }
         let rollout = RolloutMetrics::new(&registry).expect("metric names are unique");
+        // The bounded series a dashboard reads start at 0, not at their first event: a
+        // panel over them is not empty, and `rate` sees the first failover or reload too.
+        for from in Side::BOTH {
+            failovers.with_label_values(&[from.as_str(), from.other().as_str()]);
+        }
+        for result in ["ok", "error"] {
+            reloads.with_label_values(&[result]);
+        }
         let mut request_series = Vec::new();
         let mut latency_series = Vec::new();
         for backend in BACKENDS {

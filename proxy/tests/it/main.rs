@@ -5,6 +5,7 @@ mod compression;
 mod cors;
 mod edge;
 mod failover;
+mod grafana;
 mod harness;
 mod hostile;
 mod observability;
