@@ -457,3 +457,42 @@ async fn the_dashboard_shows_both_backends() {
     browser.screenshot("dashboard").await;
     browser.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_approves_the_step_that_waits_for_an_operator() {
+    let stack = Stack::start_with(shared::testing::TestEnv::new(), 0.0, |config| {
+        config.rollout.enabled = true;
+        config.rollout.steps[0].approval = true;
+    })
+    .await;
+    let browser = Browser::start().await;
+    browser.watch_csp().await;
+    browser
+        .client
+        .goto(&format!("{}/admin/", stack.proxy.admin_url))
+        .await
+        .expect("open the dashboard");
+    browser
+        .text_of("#rollout-phase", |t| t.contains("waiting"))
+        .await;
+    browser
+        .text_of("#rollout-steps li[data-step='0'][data-state=waiting]", |t| {
+            !t.is_empty()
+        })
+        .await;
+    browser.screenshot("rollout-waiting").await;
+    browser.click("#rollout-approve").await;
+    browser
+        .text_of("#rollout-phase", |t| t.contains("progressing"))
+        .await;
+    browser
+        .text_of("#rollout-steps li[data-step='0'][data-state=current]", |t| {
+            !t.is_empty()
+        })
+        .await;
+    browser.screenshot("rollout-approved").await;
+    let on_disk = stack.config().routing.new_percent.as_percent();
+    assert_eq!(on_disk, 1.0, "the first step's weight is written");
+    assert_eq!(browser.csp_violations().await, Vec::<String>::new());
+    browser.finish().await;
+}
