@@ -79,6 +79,11 @@ impl ServeHttp for AdminApp {
 impl AdminApp {
     fn answer(&self, session: &ServerSession) -> http::Response<Vec<u8>> {
         let header = session.req_header();
+        let auth = &self.state.admin_auth;
+        if let Err(refusal) = auth.check_request(&header.method, header.uri.path(), &header.headers)
+        {
+            return refusal.to_response();
+        }
         if header.method != http::Method::GET {
             return ProxyAnswer::MethodNotAllowed.to_response();
         }

@@ -2,6 +2,7 @@
 //! Pingora, with hot-reloaded config, health checks, failover and comparative metrics.
 
 pub mod admin;
+pub mod admin_auth;
 pub mod answer;
 pub mod bucket;
 pub mod compression;
