@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod prebound;
 pub mod reload;
 pub mod rollout;
+pub mod rollout_cli;
 pub mod routing;
 pub mod security_headers;
 pub mod server;
