@@ -80,6 +80,11 @@ impl ServeHttp for AdminApp {
 impl AdminApp {
     async fn answer(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let header = session.req_header();
+        let auth = &self.state.admin_auth;
+        if let Err(refusal) = auth.check_request(&header.method, header.uri.path(), &header.headers)
+        {
+            return refusal.to_response();
+        }
         if let Some(request) = api::route(&header.method, header.uri.path()) {
             return match request {
                 Ok(request) => self.rollout(session, request).await,

@@ -59,6 +59,8 @@ pub enum ProxyAnswer {
     NotFound,
     /// The admin listener answers only `GET`.
     MethodNotAllowed,
+    /// An admin request without the admin token, or with another (see `admin_auth`).
+    Unauthorized,
 }
 
 impl ProxyAnswer {
@@ -76,6 +78,7 @@ impl ProxyAnswer {
             Self::NotProxied(status) => *status,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -94,6 +97,7 @@ impl ProxyAnswer {
             Self::NotProxied(_) => "BAD_REQUEST",
             Self::NotFound => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::Unauthorized => "UNAUTHORIZED",
         }
     }
 
@@ -116,6 +120,7 @@ impl ProxyAnswer {
             Self::NotProxied(_) => "the request could not be proxied",
             Self::NotFound => "no such route",
             Self::MethodNotAllowed => "method not allowed",
+            Self::Unauthorized => "the admin listener needs authorization: Bearer <admin token>",
         })
     }
 
@@ -126,6 +131,8 @@ impl ProxyAnswer {
             Self::TooManyRequestsFromClient | Self::NoBackend => {
                 Some(("retry-after", HeaderValue::from_static("1")))
             }
+            // RFC 9110 §11.6.1: a 401 says which scheme would do.
+            Self::Unauthorized => Some(("www-authenticate", HeaderValue::from_static("Bearer"))),
             Self::HeadersTooLarge
             | Self::UriTooLong
             | Self::MissingHost
@@ -160,7 +167,8 @@ impl ProxyAnswer {
             | Self::BackendError
             | Self::NotProxied(_)
             | Self::NotFound
-            | Self::MethodNotAllowed => None,
+            | Self::MethodNotAllowed
+            | Self::Unauthorized => None,
         }
     }
 
@@ -326,7 +334,7 @@ pub fn upstream_error_kind(error_type: &ErrorType) -> &'static str {
 mod tests {
     use super::*;
 
-    const ALL: [ProxyAnswer; 15] = [
+    const ALL: [ProxyAnswer; 16] = [
         ProxyAnswer::HeadersTooLarge,
         ProxyAnswer::UriTooLong,
         ProxyAnswer::MissingHost,
@@ -342,6 +350,7 @@ mod tests {
         ProxyAnswer::NotProxied(StatusCode::BAD_REQUEST),
         ProxyAnswer::NotFound,
         ProxyAnswer::MethodNotAllowed,
+        ProxyAnswer::Unauthorized,
     ];
 
     #[test]
@@ -447,6 +456,13 @@ mod tests {
                 "method not allowed",
                 None,
             ),
+            (
+                A::Unauthorized,
+                401,
+                "UNAUTHORIZED",
+                "the admin listener needs authorization: Bearer <admin token>",
+                None,
+            ),
         ] {
             assert_eq!(answer.status().as_u16(), status, "{answer:?}");
             assert_eq!(answer.code(), code, "{answer:?}");
@@ -461,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn headers_are_type_length_request_id_then_retry_after_where_it_helps() {
+    fn headers_are_type_length_request_id_then_retry_after_or_the_scheme_where_it_helps() {
         for answer in ALL {
             let body_len = answer.body().len();
             let headers: Vec<(&str, HeaderValue)> =
@@ -477,6 +493,9 @@ mod tests {
             ];
             if retry {
                 expected.push(("retry-after", HeaderValue::from_static("1")));
+            }
+            if answer == ProxyAnswer::Unauthorized {
+                expected.push(("www-authenticate", HeaderValue::from_static("Bearer")));
             }
             assert_eq!(headers, expected, "{answer:?}");
         }
@@ -620,20 +639,56 @@ mod tests {
         assert_eq!(upstream_error_kind(&ErrorType::Custom("odd")), "custom");
     }
 
+    /// Where an answer is documented: the public listener's in the contract (docs/API.md),
+    /// the admin listener's for operators (docs/ADMIN.md), each in its own table; a new
+    /// variant must pick one here.
+    fn documented_in(answer: ProxyAnswer) -> (&'static str, &'static str, &'static str) {
+        const API: &str = include_str!("../../docs/API.md");
+        const ADMIN: &str = include_str!("../../docs/ADMIN.md");
+        match answer {
+            ProxyAnswer::HeadersTooLarge
+            | ProxyAnswer::UriTooLong
+            | ProxyAnswer::MissingHost
+            | ProxyAnswer::MalformedRequest
+            | ProxyAnswer::InternalPath
+            | ProxyAnswer::DeclaredBodyTooLarge { .. }
+            | ProxyAnswer::BodyTooLarge
+            | ProxyAnswer::TooManyRequestsFromClient
+            | ProxyAnswer::NoBackend
+            | ProxyAnswer::BackendUnreachable
+            | ProxyAnswer::BackendTimeout
+            | ProxyAnswer::BackendError
+            | ProxyAnswer::NotProxied(_) => ("docs/API.md", API, "## Answers from the edge proxy"),
+            ProxyAnswer::NotFound | ProxyAnswer::MethodNotAllowed | ProxyAnswer::Unauthorized => {
+                ("docs/ADMIN.md", ADMIN, "## Answers")
+            }
+        }
+    }
+
     #[test]
-    fn the_spec_in_the_repo_lists_every_answer_with_its_status() {
-        let spec = include_str!("../../docs/API.md");
+    fn the_docs_in_the_repo_list_every_answer_with_its_status_in_its_listeners_table() {
         for answer in ALL {
+            let (file, text, heading) = documented_in(answer);
+            let start = text
+                .find(&format!("\n{heading}\n"))
+                .unwrap_or_else(|| panic!("{file} has no section {heading:?}"));
+            let section = &text[start + 1..];
+            let end = section[heading.len()..]
+                .find("\n## ")
+                .map_or(section.len(), |end| end + heading.len());
+            let section = &section[..end];
             let status = answer.status().as_u16();
-            let listed = spec.lines().any(|line| {
+            let listed = section.lines().any(|line| {
                 line.starts_with(&format!("| {status} |"))
                     && line.contains(&format!("`{}`", answer.code()))
             });
             // `NotProxied` carries whatever status Pingora refused with; its code is listed.
-            let listed = listed || matches!(answer, ProxyAnswer::NotProxied(_));
+            let listed = listed
+                || matches!(answer, ProxyAnswer::NotProxied(_))
+                    && section.contains(&format!("`{}`", answer.code()));
             assert!(
                 listed,
-                "docs/API.md lists no {status} `{}` ({answer:?})",
+                "{file}'s {heading:?} lists no {status} `{}` ({answer:?})",
                 answer.code()
             );
         }

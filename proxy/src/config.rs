@@ -60,6 +60,10 @@ pub struct ProxySection {
     pub cookie_secure: bool,
     /// Read when `CANARY_COOKIE_SECRET` is unset; created on first start. Restart to change.
     pub cookie_secret_file: PathBuf,
+    /// The admin listener's bearer token, read when `CANARY_ADMIN_TOKEN` is unset; needed
+    /// when `admin_listen` is off loopback (see `admin_auth`). No default. Restart to change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
     /// `new` or `legacy` in this header forces a side for one request; `""` switches it off.
     pub override_header: OptionalHeaderName,
     /// `x-served-by: legacy|new` on every proxied answer.
@@ -140,6 +144,7 @@ impl Default for ProxySection {
             cookie_max_age_seconds: 30 * 24 * 3600,
             cookie_secure: false,
             cookie_secret_file: PathBuf::from("data/cookie.secret"),
+            admin_token_file: None,
             override_header: OptionalHeaderName::of("x-canary"),
             served_by_header: true,
             trusted_proxies: Vec::new(),
@@ -432,6 +437,7 @@ pub struct StartupSettings {
     pub admin_listen: SocketAddr,
     pub threads: NonZeroUsize,
     pub cookie_secret_file: PathBuf,
+    pub admin_token_file: Option<PathBuf>,
     pub shutdown_grace_seconds: Seconds,
     /// `proxy.tls.listen`, if TLS is on (the certificate reloads; the listener does not).
     pub tls_listen: Option<SocketAddr>,
@@ -451,6 +457,9 @@ impl ProxyConfig {
         config.proxy.cookie_secret_file =
             common::config::resolve(base, &config.proxy.cookie_secret_file);
         config.rollout.state_file = common::config::resolve(base, &config.rollout.state_file);
+        if let Some(file) = &mut config.proxy.admin_token_file {
+            *file = common::config::resolve(base, file);
+        }
         if let Some(tls) = &mut config.proxy.tls {
             tls.cert_file = common::config::resolve(base, &tls.cert_file);
             tls.key_file = common::config::resolve(base, &tls.key_file);
@@ -499,6 +508,7 @@ impl ProxyConfig {
             admin_listen: self.proxy.admin_listen,
             threads: self.proxy.threads,
             cookie_secret_file: self.proxy.cookie_secret_file.clone(),
+            admin_token_file: self.proxy.admin_token_file.clone(),
             shutdown_grace_seconds: self.proxy.shutdown_grace_seconds,
             tls_listen: self.proxy.tls.as_ref().map(|tls| tls.listen),
         }
@@ -652,6 +662,23 @@ mod tests {
             config.proxy.cookie_secret_file,
             PathBuf::from("/srv/data/cookie.secret")
         );
+        assert_eq!(config.proxy.admin_token_file, None);
+    }
+
+    #[test]
+    fn the_admin_token_file_resolves_against_the_config_folder_and_needs_a_restart() {
+        let config = parse("[proxy]\nadmin_token_file = \"secrets/admin.token\"\n").unwrap();
+        let file = PathBuf::from("/srv/secrets/admin.token");
+        assert_eq!(config.proxy.admin_token_file.as_ref(), Some(&file));
+        assert_eq!(config.startup().admin_token_file, Some(file));
+        let absolute = parse("[proxy]\nadmin_token_file = \"/etc/canary/admin.token\"\n").unwrap();
+        assert_eq!(
+            absolute.proxy.admin_token_file,
+            Some(PathBuf::from("/etc/canary/admin.token"))
+        );
+        assert_ne!(config.startup(), parse("").unwrap().startup());
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(parse(&text).unwrap(), config, "{text}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Pingora, with hot-reloaded config, health checks, failover and comparative metrics.
 
 pub mod admin;
+pub mod admin_auth;
 pub mod answer;
 pub mod bucket;
 pub mod compression;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod prebound;
 pub mod reload;
 pub mod rollout;
+pub mod rollout_cli;
 pub mod routing;
 pub mod security_headers;
 pub mod server;

@@ -52,6 +52,8 @@ pub enum StartupError {
     TlsSettings(pingora::BError),
     #[error("a TLS listener needs [proxy.tls], and [proxy.tls] a TLS listener")]
     TlsListener,
+    #[error(transparent)]
+    AdminAuth(#[from] crate::admin_auth::AdminAuthError),
 }
 
 /// The proxy's listening sockets.
@@ -88,11 +90,14 @@ impl Listeners {
 }
 
 /// The state the services share, from a loaded config: the cookie secret is read (or
-/// created) here.
+/// created) here, and the admin token read (`CANARY_ADMIN_TOKEN`, else
+/// `proxy.admin_token_file`).
 pub fn state(config_path: PathBuf, config: ProxyConfig) -> Result<Arc<ProxyState>, StartupError> {
     let secret =
         common::secret::load_or_create(COOKIE_SECRET_ENV, &config.proxy.cookie_secret_file)?;
-    Ok(ProxyState::new(config_path, config, &secret))
+    let token = crate::admin_auth::read_token_from_env(config.proxy.admin_token_file.as_deref())?;
+    let admin_auth = crate::admin_auth::AdminAuth::new(token.as_ref());
+    Ok(ProxyState::new(config_path, config, &secret, admin_auth))
 }
 
 /// Serves on `listeners` until `shutdown` resolves, then finishes what is in flight within
@@ -102,6 +107,13 @@ pub fn serve(
     state: Arc<ProxyState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
+    // Where the admin listener really is (port 0 and a hand-bound socket included), before
+    // anything is started: an admin listener anyone could use is never served.
+    let admin_address = listeners
+        .admin
+        .local_addr()
+        .map_err(StartupError::Listener)?;
+    state.admin_auth.check_listener(admin_address)?;
     let startup = &state.startup;
     let conf = ServerConf {
         threads: startup.threads.get(),
@@ -134,10 +146,6 @@ pub fn serve(
     );
     let public_address = listeners
         .public
-        .local_addr()
-        .map_err(StartupError::Listener)?;
-    let admin_address = listeners
-        .admin
         .local_addr()
         .map_err(StartupError::Listener)?;
     let mut proxy = Prebound::new(proxy, listeners.public).map_err(StartupError::Listener)?;

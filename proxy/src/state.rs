@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::admin_auth::AdminAuth;
 use crate::config::{ProxyConfig, StartupSettings};
 use crate::forwarding::HeaderEdit;
 use crate::metrics::ProxyMetrics;
@@ -140,11 +141,18 @@ pub struct ProxyState {
     pub signer: BucketSigner,
     /// The rollout controller's progress and the cohorts it judges.
     pub rollout: Rollout,
+    /// Who may use the admin listener; its token is read once, at start-up.
+    pub admin_auth: AdminAuth,
     clients: ClientCounts,
 }
 
 impl ProxyState {
-    pub fn new(config_path: PathBuf, config: ProxyConfig, cookie_secret: &[u8]) -> Arc<Self> {
+    pub fn new(
+        config_path: PathBuf,
+        config: ProxyConfig,
+        cookie_secret: &[u8],
+        admin_auth: AdminAuth,
+    ) -> Arc<Self> {
         let metrics = ProxyMetrics::new();
         metrics.config_applied(1, config.new_basis_points());
         for side in Side::BOTH {
@@ -158,6 +166,7 @@ impl ProxyState {
             metrics,
             signer: BucketSigner::new(cookie_secret),
             rollout: Rollout::default(),
+            admin_auth,
             clients: ClientCounts::default(),
         })
     }

@@ -108,10 +108,7 @@ fn method_not_allowed() -> ApiError {
 /// `content-type: application/json` without a CORS preflight, which the admin listener never
 /// grants: requiring it keeps a page the operator visits from pressing the buttons.
 pub fn command(path: CommandPath, headers: &HeaderMap, body: &[u8]) -> Result<Command, ApiError> {
-    let is_json = (headers.get(http::header::CONTENT_TYPE))
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    let is_json = crate::admin_auth::is_json_post(headers);
     if !is_json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -476,9 +476,10 @@ async fn the_dashboard_approves_the_step_that_waits_for_an_operator() {
         .text_of("#rollout-phase", |t| t.contains("waiting"))
         .await;
     browser
-        .text_of("#rollout-steps li[data-step='0'][data-state=waiting]", |t| {
-            !t.is_empty()
-        })
+        .text_of(
+            "#rollout-steps li[data-step='0'][data-state=waiting]",
+            |t| !t.is_empty(),
+        )
         .await;
     browser.screenshot("rollout-waiting").await;
     browser.click("#rollout-approve").await;
@@ -486,9 +487,10 @@ async fn the_dashboard_approves_the_step_that_waits_for_an_operator() {
         .text_of("#rollout-phase", |t| t.contains("progressing"))
         .await;
     browser
-        .text_of("#rollout-steps li[data-step='0'][data-state=current]", |t| {
-            !t.is_empty()
-        })
+        .text_of(
+            "#rollout-steps li[data-step='0'][data-state=current]",
+            |t| !t.is_empty(),
+        )
         .await;
     browser.screenshot("rollout-approved").await;
     let on_disk = stack.config().routing.new_percent.as_percent();

@@ -118,6 +118,7 @@ fn every_metric_the_grafana_dashboard_queries_is_served_from_start() {
         PathBuf::from("config.toml"),
         ProxyConfig::default(),
         b"a cookie secret for this test only",
+        proxy::admin_auth::AdminAuth::new(None),
     );
     let served = served_families(&state.metrics.render());
     let missing: Vec<&str> = used

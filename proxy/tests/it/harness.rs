@@ -144,7 +144,10 @@ pub async fn start_proxy(config_path: &Path, listeners: Listeners) -> RunningPro
     let config = ProxyConfig::load(config_path).expect("valid proxy config");
     let state = proxy::server::state(config_path.to_owned(), config).expect("the proxy's state");
     let url = |listener: &std::net::TcpListener| {
-        format!("http://{}", listener.local_addr().expect("an address"))
+        format!(
+            "http://{}",
+            loopback_of(listener.local_addr().expect("an address"))
+        )
     };
     let (base_url, admin_url) = (url(&listeners.public), url(&listeners.admin));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -165,6 +168,20 @@ pub async fn start_proxy(config_path: &Path, listeners: Listeners) -> RunningPro
     wait_until_answers(&format!("{}/admin/status", running.admin_url)).await;
     wait_until_answers(&running.url("/health")).await;
     running
+}
+
+/// Where a test connects to a listener bound at `address`: a wildcard bind on this host's
+/// loopback, so a test never sends traffic to any other address.
+fn loopback_of(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), address.port())
+        }
+        _ => address,
+    }
 }
 
 /// Polls `url` until it answers at all (bounded), so tests never guess a start-up time.

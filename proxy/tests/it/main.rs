@@ -1,5 +1,6 @@
 //! Integration tests of the proxy against both backends, all in-process on loopback.
 
+mod admin_auth;
 mod browser;
 mod compression;
 mod cors;

@@ -527,14 +527,20 @@ async fn new_going_down_mid_rollout_rolls_back() {
     })
     .await;
     let admin = stack.proxy.admin_url.clone();
-    wait_for_status(&admin, "the first step is entered", Duration::from_secs(10), |s| {
-        s["phase"] == "progressing"
-    })
+    wait_for_status(
+        &admin,
+        "the first step is entered",
+        Duration::from_secs(10),
+        |s| s["phase"] == "progressing",
+    )
     .await;
     drop(stack.new.take());
-    let status = wait_for_status(&admin, "the rollout rolls back", Duration::from_secs(10), |s| {
-        s["phase"] == "rolled_back"
-    })
+    let status = wait_for_status(
+        &admin,
+        "the rollout rolls back",
+        Duration::from_secs(10),
+        |s| s["phase"] == "rolled_back",
+    )
     .await;
     assert_eq!(status["rollbackReason"], "backend_down", "{status:#}");
     assert_eq!(status["lastEvaluation"]["critical"], "backend_down");
