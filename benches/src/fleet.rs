@@ -14,6 +14,9 @@ pub struct Fleet {
     pub proxy_0: Server,
     pub proxy_50: Server,
     pub proxy_100: Server,
+    /// At 50 % with a rollout holding there and judging every second: what the controller
+    /// costs the request path (cohorts recorded on every request, one evaluation a second).
+    pub proxy_rollout: Server,
     pub nginx: Option<Server>,
     pub haproxy: Option<Server>,
     pub dir: tempfile::TempDir,
@@ -30,6 +33,13 @@ fn backend_config(dir: &Path, legacy: SocketAddr, new: SocketAddr) -> String {
         secret = dir.join("jwt.secret").display(),
     )
 }
+
+/// A rollout that holds at 50 % and judges every second. `on_failure = "pause"`: were new
+/// judged worse under the benchmark's load, the weight must stay at 50 % all the same, or
+/// the comparison would be with another split.
+const ROLLOUT_AT_50: &str = "[rollout]\nenabled = true\non_failure = \"pause\"\n\
+    steps = [{ percent = 50, hold = \"1000h\" }, { percent = 100 }]\n\
+    [rollout.analysis]\ninterval = \"1s\"\n";
 
 fn proxy_config(
     dir: &Path,
@@ -128,26 +138,29 @@ impl Fleet {
         new.wait_ready("/health").await?;
 
         let mut proxies = Vec::new();
-        for percent in [0, 50, 100] {
+        for (name, percent, rollout) in [
+            ("proxy-0", 0, ""),
+            ("proxy-50", 50, ""),
+            ("proxy-100", 100, ""),
+            ("proxy-rollout", 50, ROLLOUT_AT_50),
+        ] {
             let listen = free_addr();
-            let toml = write(
-                &format!("proxy-{percent}.toml"),
-                proxy_config(path, (legacy_addr, new_addr), listen, free_addr(), percent),
-            )?;
-            let mut proxy = Server::spawn(
-                &format!("proxy-{percent}"),
-                ours(bin_dir, "proxy", &toml),
-                listen,
-                path,
-            )?;
+            let mut text =
+                proxy_config(path, (legacy_addr, new_addr), listen, free_addr(), percent);
+            text.push_str(rollout);
+            let toml = write(&format!("{name}.toml"), text)?;
+            let mut proxy = Server::spawn(name, ours(bin_dir, "proxy", &toml), listen, path)?;
             proxy.wait_ready("/health").await?;
             proxies.push(proxy);
         }
         let mut proxies = proxies.into_iter();
-        let (proxy_0, proxy_50, proxy_100) = match (proxies.next(), proxies.next(), proxies.next())
-        {
-            (Some(a), Some(b), Some(c)) => (a, b, c),
-            _ => unreachable!("three proxies were started"),
+        let (Some(proxy_0), Some(proxy_50), Some(proxy_100), Some(proxy_rollout)) = (
+            proxies.next(),
+            proxies.next(),
+            proxies.next(),
+            proxies.next(),
+        ) else {
+            unreachable!("four proxies were started")
         };
 
         let nginx = match installed("nginx") {
@@ -185,6 +198,7 @@ impl Fleet {
             proxy_0,
             proxy_50,
             proxy_100,
+            proxy_rollout,
             nginx,
             haproxy,
             dir,
@@ -212,6 +226,12 @@ impl Fleet {
                 "proxy at 50 %",
                 Some(&self.proxy_50),
                 &self.proxy_50,
+                vec![&self.legacy, &self.new],
+            ),
+            Configuration::new(
+                "proxy at 50 %, rollout judging",
+                Some(&self.proxy_rollout),
+                &self.proxy_rollout,
                 vec![&self.legacy, &self.new],
             ),
         ];

@@ -259,6 +259,10 @@ pub async fn run(
         ("proxy (0 %)", fleet.proxy_0.peak_rss_kib()),
         ("proxy (50 %)", fleet.proxy_50.peak_rss_kib()),
         ("proxy (100 %)", fleet.proxy_100.peak_rss_kib()),
+        (
+            "proxy (50 %, rollout judging)",
+            fleet.proxy_rollout.peak_rss_kib(),
+        ),
     ];
     if let Some(nginx) = &fleet.nginx {
         peak_memory_kib.push(("nginx (master + workers)", nginx.peak_rss_kib()));

@@ -202,6 +202,11 @@ fn ratios(out: &mut String, m: &Measurements) {
                 get("proxy → legacy (0 %)"),
             ),
             (
+                "rollout judging / proxy at 50 %",
+                get("proxy at 50 %, rollout judging"),
+                get("proxy at 50 %"),
+            ),
+            (
                 "our proxy / nginx",
                 get("proxy → legacy (0 %)"),
                 get("nginx → legacy"),

@@ -38,7 +38,7 @@ async fn quick_mode_measures_every_configuration_and_writes_the_report() {
     .await
     .expect("the quick benchmark runs");
     assert!(
-        outcome.configurations >= 5,
+        outcome.configurations >= 6,
         "{} configurations",
         outcome.configurations
     );
@@ -53,6 +53,7 @@ async fn quick_mode_measures_every_configuration_and_writes_the_report() {
         "new direct",
         "proxy → legacy (0 %)",
         "proxy at 50 %",
+        "proxy at 50 %, rollout judging",
         "/api/auth/login",
         "Verify under a login flood",
     ] {
