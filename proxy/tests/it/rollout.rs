@@ -546,3 +546,58 @@ async fn new_going_down_mid_rollout_rolls_back() {
     assert_eq!(status["lastEvaluation"]["critical"], "backend_down");
     assert_eq!(percent_on_disk(&stack.config_path), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_forced_by_the_override_header_count_in_neither_cohort() {
+    let stack = Stack::start_with(TestEnv::new(), 0.0, |config| {
+        config.rollout = schedule(&[(50.0, 3_600, false), (100.0, 0, false)]);
+    })
+    .await;
+    let admin = &stack.proxy.admin_url;
+    wait_for_status(
+        admin,
+        "the first step is entered",
+        Duration::from_secs(10),
+        |s| s["phase"] == "progressing",
+    )
+    .await;
+    // An evaluation boundary, so the next interval holds only what is sent below.
+    wait_evaluations(admin, 1).await;
+    let http = client();
+    for side in ["new", "legacy"].iter().cycle().take(60) {
+        let response = http
+            .get(stack.url("/health"))
+            .header("x-canary", *side)
+            .send()
+            .await
+            .expect("a forced request");
+        assert_eq!(response.status(), 200);
+    }
+    let status = wait_evaluations(admin, 1).await;
+    let evaluation = &status["lastEvaluation"];
+    assert_eq!(evaluation["canaryRequests"], 0, "{status:#}");
+    assert_eq!(evaluation["baselineRequests"], 0, "{status:#}");
+    // The same requests without the header are counted.
+    for _ in 0..60 {
+        http.get(stack.url("/health"))
+            .send()
+            .await
+            .expect("a request");
+    }
+    let counted = wait_for_status(
+        admin,
+        "the requests are counted",
+        Duration::from_secs(10),
+        |s| {
+            let evaluation = &s["lastEvaluation"];
+            evaluation["canaryRequests"].as_u64().unwrap_or(0)
+                + evaluation["baselineRequests"].as_u64().unwrap_or(0)
+                > 0
+        },
+    )
+    .await;
+    let evaluation = &counted["lastEvaluation"];
+    let total = evaluation["canaryRequests"].as_u64().unwrap()
+        + evaluation["baselineRequests"].as_u64().unwrap();
+    assert!(total <= 60, "{counted:#}");
+}
