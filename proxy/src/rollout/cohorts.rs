@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use http::StatusCode;
+use rand::Rng;
 
 use super::judge::{self, Cohort};
 use crate::metrics::RouteLabel;
@@ -90,7 +91,19 @@ impl IntervalSample {
         status: StatusCode,
         latency: Duration,
     ) {
-        let rng = &mut rand::rng();
+        self.record_with(kind, route, status, latency, &mut rand::rng());
+    }
+
+    /// As `record`, with the latency samples' random choices drawn from `rng`: a seeded
+    /// `rng` makes a simulated interval, and so a simulated rollout, reproducible.
+    pub(crate) fn record_with<R: Rng + ?Sized>(
+        &mut self,
+        kind: CohortKind,
+        route: RouteLabel,
+        status: StatusCode,
+        latency: Duration,
+        rng: &mut R,
+    ) {
         self.overall[kind.index()].record(status, latency, rng);
         if let Some(cohorts) = self.routes.get_mut(route.index()) {
             cohorts[kind.index()].record(status, latency, rng);

@@ -1,7 +1,8 @@
 //! Progressive delivery: the statistical judge of new against legacy (`judge`, over `stats`)
 //! and the controller that moves `routing.new_percent` through a step schedule
 //! (`controller`). Both are pure: plain data in, plain data out, time passed in, so they are
-//! tested over a simulated clock with seeded synthetic traffic. Around them: `cohorts`
+//! tested over a simulated clock with seeded synthetic traffic, on their own and together
+//! in whole simulated rollouts (`simulation`, tests only). Around them: `cohorts`
 //! (collected on the request path), `report` (one interval's verdicts, overall and per
 //! route), `config_file` (writing the weight into `config.toml`, comments kept, and any file
 //! atomically) and `runner` (the background service that carries out the controller's
@@ -15,6 +16,8 @@ pub mod judge;
 pub mod metrics;
 pub mod report;
 pub mod runner;
+#[cfg(test)]
+mod simulation;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
