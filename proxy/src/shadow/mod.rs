@@ -11,17 +11,26 @@
 //!   server-sent events by sequence and shape, anything else as bytes).
 //! - `ignore` — `IgnoreList`, the configured `"ROUTE FIELD"` entries a diff never reports.
 //! - `redact` — every value cut short, with credentials and JWTs hidden.
+//! - `noise` — Diffy's rule: a field is a real mismatch only when it differs across versions
+//!   clearly more often than between two calls to the same version.
+//! - `stats` — per route and field counts, bounded, with redacted samples; `report` — the
+//!   `GET /admin/shadow` document and the mismatch rate the rollout judge can read.
 
 pub mod diff;
 pub mod field;
 pub mod ignore;
 mod json;
 mod jwt;
+pub mod noise;
 pub mod redact;
+pub mod report;
 pub mod response;
 mod sse;
+pub mod stats;
 
 pub use diff::{BodyCheck, Comparison, compare};
 pub use field::{FieldDiff, FieldPath};
 pub use ignore::{IgnoreError, IgnoreList};
+pub use noise::{Thresholds, Verdict};
 pub use response::CapturedResponse;
+pub use stats::{Kind, Limits, Outcome, Outcomes, Stats};
