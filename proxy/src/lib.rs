@@ -22,6 +22,7 @@ pub mod routing;
 pub mod security_headers;
 pub mod server;
 pub mod service;
+pub mod shadow;
 pub mod state;
 pub mod sticky;
 pub mod tls;
