@@ -101,6 +101,13 @@ impl AdminApp {
             ),
             "/admin/status" => ok("application/json", self.status().to_string().into_bytes()),
             "/admin/stats" => ok("application/json", self.stats().to_string().into_bytes()),
+            "/admin/shadow" => {
+                let report = self.state.shadow.stats().report();
+                ok(
+                    "application/json",
+                    serde_json::to_vec(&report).unwrap_or_default(),
+                )
+            }
             "/admin" | "/admin/" => ok(
                 "text/html; charset=utf-8",
                 include_bytes!("../web/dashboard.html").to_vec(),

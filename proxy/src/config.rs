@@ -34,6 +34,32 @@ pub struct ProxyConfig {
     /// `[rollout]`: the step schedule the controller moves `routing.new_percent` through.
     #[serde(default)]
     pub rollout: RolloutSection,
+    /// `[shadow]`: copies of eligible requests sent to the other side and compared.
+    #[serde(default)]
+    pub shadow: crate::shadow::settings::ShadowSection,
+    /// The backends' `generate.provider`, read (not owned) so that a generation that costs
+    /// money is never shadowed.
+    #[serde(default, skip_serializing_if = "GenerateView::is_default")]
+    pub generate: GenerateView,
+}
+
+/// The one key of the backends' `[generate]` the proxy reads; every other key there is
+/// theirs, so unknown fields are allowed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateView {
+    pub provider: Option<String>,
+}
+
+impl GenerateView {
+    /// Whether generations cost money (and differ by nature): the Anthropic provider.
+    pub fn is_paid(&self) -> bool {
+        self.provider.as_deref() == Some("anthropic")
+    }
+
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// `[routing]`.
@@ -457,6 +483,7 @@ impl ProxyConfig {
         config.proxy.cookie_secret_file =
             common::config::resolve(base, &config.proxy.cookie_secret_file);
         config.rollout.state_file = common::config::resolve(base, &config.rollout.state_file);
+        config.shadow.secret_file = common::config::resolve(base, &config.shadow.secret_file);
         if let Some(file) = &mut config.proxy.admin_token_file {
             *file = common::config::resolve(base, file);
         }
@@ -498,6 +525,9 @@ impl ProxyConfig {
         }
         if let Some((key, reason)) = self.rollout.invalid_key() {
             return invalid(&key, reason);
+        }
+        if let Err(error) = crate::shadow::IgnoreList::parse(&self.shadow.ignore) {
+            return invalid("shadow.ignore", &error.to_string());
         }
         Ok(())
     }

@@ -89,6 +89,8 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 /// many it sent), `x-forwarded-proto` kept only from a trusted peer, and the request id.
 pub fn to_backend<H: HeaderEdit>(headers: &mut H, client: Client<'_>) -> Result<(), H::Error> {
     strip_hop_by_hop(headers);
+    // Only the proxy signs shadows; a client's claim to be one never reaches a backend.
+    headers.remove(common::shadow::HEADER);
     let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
     set_list(headers, X_FORWARDED_FOR, client.trusted, ip)?;
     set_list(

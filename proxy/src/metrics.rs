@@ -9,6 +9,7 @@ use prometheus::{
 
 use crate::rollout::metrics::RolloutMetrics;
 use crate::routing::Side;
+use crate::shadow::metrics::ShadowMetrics;
 use crate::window::Window;
 
 /// Seconds since the Unix epoch (a vDSO call, no syscall).
@@ -98,6 +99,7 @@ pub struct ProxyMetrics {
     /// The last minute per backend, for the dashboard.
     pub window: Window,
     pub rollout: RolloutMetrics,
+    pub shadow: ShadowMetrics,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -173,6 +175,7 @@ impl ProxyMetrics {
                 .expect("metric names are unique");
         }
         let rollout = RolloutMetrics::new(&registry).expect("metric names are unique");
+        let shadow = ShadowMetrics::new(&registry).expect("metric names are unique");
         // The bounded series a dashboard reads start at 0, not at their first event: a
         // panel over them is not empty, and `rate` sees the first failover or reload too.
         for from in Side::BOTH {
@@ -196,6 +199,7 @@ impl ProxyMetrics {
             latency_series,
             window: Window::new(),
             rollout,
+            shadow,
             registry,
             upstream_errors,
             failovers,

@@ -22,6 +22,7 @@ use crate::prebound::Prebound;
 use crate::reload::Reloader;
 use crate::rollout::runner::RolloutService;
 use crate::service::CanaryProxy;
+use crate::shadow::state::ShadowState;
 use crate::state::ProxyState;
 use common::config::ConfigError;
 
@@ -52,6 +53,10 @@ pub enum StartupError {
     TlsSettings(pingora::BError),
     #[error("a TLS listener needs [proxy.tls], and [proxy.tls] a TLS listener")]
     TlsListener,
+    #[error("shadow.secret_file: {0}")]
+    ShadowSecret(common::secret::SecretError),
+    #[error("cannot make the shadow traffic's HTTP client: {0}")]
+    ShadowClient(reqwest::Error),
     #[error(transparent)]
     AdminAuth(#[from] crate::admin_auth::AdminAuthError),
 }
@@ -97,7 +102,19 @@ pub fn state(config_path: PathBuf, config: ProxyConfig) -> Result<Arc<ProxyState
         common::secret::load_or_create(COOKIE_SECRET_ENV, &config.proxy.cookie_secret_file)?;
     let token = crate::admin_auth::read_token_from_env(config.proxy.admin_token_file.as_deref())?;
     let admin_auth = crate::admin_auth::AdminAuth::new(token.as_ref());
-    Ok(ProxyState::new(config_path, config, &secret, admin_auth))
+    let shadow_key = common::shadow::ShadowSecretSection {
+        secret_file: config.shadow.secret_file.clone(),
+    }
+    .load_key()
+    .map_err(StartupError::ShadowSecret)?;
+    let shadow = ShadowState::new(shadow_key).map_err(StartupError::ShadowClient)?;
+    Ok(ProxyState::new(
+        config_path,
+        config,
+        &secret,
+        admin_auth,
+        shadow,
+    ))
 }
 
 /// Serves on `listeners` until `shutdown` resolves, then finishes what is in flight within

@@ -28,6 +28,9 @@ use crate::internal;
 use crate::metrics::RouteLabel;
 use crate::rollout::cohorts::{self, CohortKind};
 use crate::routing::{self, RouteInput, Side};
+use crate::shadow::choice::{self, Choice, SkipReason};
+use crate::shadow::mirror::{Plan, ShadowRequest, Slot};
+use crate::shadow::request::{RequestShadow, shadow_fields};
 use crate::state::{ClientSlot, Generation, ProxyState};
 use crate::sticky;
 use crate::tls;
@@ -48,6 +51,10 @@ pub struct RequestCtx {
     retried: bool,
     /// The judge's cohort this request counts in, while a rollout runs.
     cohort: Option<CohortKind>,
+    /// Drawn for a shadow, with its in-flight slot: whether it also takes a noise call.
+    shadow_drawn: Option<(bool, Slot)>,
+    /// The shadow under way, once the request is on its way to the primary.
+    shadow: Option<RequestShadow>,
     request_id: String,
     set_cookie: Option<String>,
     body_bytes: usize,
@@ -118,6 +125,30 @@ impl CanaryProxy {
         if route.is_failover() {
             self.state.metrics.failover(route.preferred, route.side);
         }
+        let shadowing = &generation.settings.shadow;
+        if shadowing.is_on() {
+            let request = choice::Request {
+                method: &head.method,
+                path: head.uri.path(),
+                headers: &head.headers,
+                side: route.side,
+                other_up: health.is_up(route.side.other()),
+                paid_provider: generation.settings.generate.is_paid(),
+            };
+            let shadows = &self.state.shadow;
+            match choice::choose(shadowing, request, || rand::random_range(0..10_000)) {
+                Choice::No => {}
+                Choice::Skipped(reason) => {
+                    shadows.skipped(&self.state.metrics.shadow, ctx.route.label(), reason)
+                }
+                Choice::Shadow { noise } => {
+                    match shadows.in_flight.take(shadowing.max_inflight.get()) {
+                        Some(slot) => ctx.shadow_drawn = Some((noise, slot)),
+                        None => shadows.dropped(&self.state.metrics.shadow, ctx.route.label()),
+                    }
+                }
+            }
+        }
         if generation.settings.rollout.enabled {
             ctx.cohort = cohorts::membership(cohorts::Routed {
                 bucket: choice.bucket,
@@ -155,6 +186,8 @@ impl ProxyHttp for CanaryProxy {
             answered_by: None,
             retried: false,
             cohort: None,
+            shadow_drawn: None,
+            shadow: None,
             request_id: String::new(),
             set_cookie: None,
             body_bytes: 0,
@@ -296,9 +329,21 @@ impl ProxyHttp for CanaryProxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if let Some(shadow) = &mut ctx.shadow
+            && shadow.waiting_for_body()
+        {
+            let within = body.as_ref().is_none_or(|chunk| shadow.body_chunk(chunk));
+            if !within {
+                ctx.shadow = None;
+                let metrics = &self.state.metrics.shadow;
+                (self.state.shadow).skipped(metrics, ctx.route.label(), SkipReason::BodyTooLarge);
+            } else if end_of_stream {
+                shadow.start(&self.state);
+            }
+        }
         if let (Some(chunk), Some(generation)) = (body, &ctx.generation) {
             ctx.body_bytes += chunk.len();
             if ctx.body_bytes > generation.settings.proxy.max_body_bytes.as_usize() {
@@ -335,7 +380,52 @@ impl ProxyHttp for CanaryProxy {
         if let (Some(generation), Some(side)) = (&ctx.generation, ctx.side) {
             forwarding::host_for_backend(upstream, generation.address(side))?;
         }
-        forwarding::to_backend(upstream, client)
+        forwarding::to_backend(upstream, client)?;
+        // A retry goes to the side the shadow was meant for: no shadow then.
+        if let (Some((noise, slot)), Some(generation), Some(side), false) = (
+            ctx.shadow_drawn.take(),
+            &ctx.generation,
+            ctx.side,
+            ctx.retried,
+        ) {
+            let settings = &generation.settings.shadow;
+            let plan = Plan {
+                primary: side,
+                primary_address: generation.address(side),
+                shadow_address: generation.address(side.other()),
+                noise,
+                timeout: settings.timeout,
+                max_body_bytes: settings.max_body_bytes.as_usize(),
+            };
+            let request = ShadowRequest {
+                method: upstream.method.clone(),
+                target: (upstream.uri.path_and_query())
+                    .map_or_else(|| "/".to_owned(), |target| target.as_str().to_owned()),
+                headers: shadow_fields(&upstream.headers),
+                body: Bytes::new(),
+            };
+            let label = ctx.route.label();
+            let mut shadow = RequestShadow::new(label, ctx.request_id.clone(), plan, request, slot);
+            if !choice::has_body(&session.req_header().headers) {
+                shadow.start(&self.state);
+            }
+            ctx.shadow = Some(shadow);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(shadow) = &mut ctx.shadow
+            && Some(shadow.primary()) == ctx.side
+        {
+            shadow.primary_head(upstream_response.status, &upstream_response.headers);
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -366,10 +456,18 @@ impl ProxyHttp for CanaryProxy {
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
+        if let Some(shadow) = &mut ctx.shadow {
+            if let Some(chunk) = body {
+                shadow.primary_body(chunk);
+            }
+            if end_of_stream {
+                shadow.primary_done();
+            }
+        }
         match &ctx.generation {
             Some(g) if ctx.started.elapsed() > g.settings.proxy.total_timeout_ms.get() => {
                 Error::e_explain(

@@ -16,6 +16,7 @@ use crate::forwarding::HeaderEdit;
 use crate::metrics::ProxyMetrics;
 use crate::rollout::runner::Rollout;
 use crate::routing::Side;
+use crate::shadow::state::ShadowState;
 use crate::sticky::BucketSigner;
 use crate::{cors, security_headers};
 
@@ -28,6 +29,8 @@ pub struct Generation {
     pub cors: cors::Policy,
     /// `strict-transport-security` for answers over TLS, built once per generation.
     pub hsts: Option<http::HeaderValue>,
+    /// `shadow.ignore`, parsed (the config checked it on load).
+    pub shadow_ignore: crate::shadow::IgnoreList,
     peers: [HttpPeer; 2],
 }
 
@@ -48,7 +51,10 @@ impl Generation {
         ];
         let cors = cors::Policy::new(&settings.proxy.cors, settings.proxy.override_header.get());
         let hsts = crate::tls::hsts(settings.proxy.tls.as_ref().map(|t| t.hsts_max_age_seconds));
+        let shadow_ignore =
+            crate::shadow::IgnoreList::parse(&settings.shadow.ignore).unwrap_or_default();
         Self {
+            shadow_ignore,
             number,
             loaded_at: time::OffsetDateTime::now_utc(),
             settings,
@@ -143,6 +149,8 @@ pub struct ProxyState {
     pub rollout: Rollout,
     /// Who may use the admin listener; its token is read once, at start-up.
     pub admin_auth: AdminAuth,
+    /// Shadow traffic: the client, the signing key, the comparisons.
+    pub shadow: ShadowState,
     clients: ClientCounts,
 }
 
@@ -152,6 +160,7 @@ impl ProxyState {
         config: ProxyConfig,
         cookie_secret: &[u8],
         admin_auth: AdminAuth,
+        shadow: ShadowState,
     ) -> Arc<Self> {
         let metrics = ProxyMetrics::new();
         metrics.config_applied(1, config.new_basis_points());
@@ -167,6 +176,7 @@ impl ProxyState {
             signer: BucketSigner::new(cookie_secret),
             rollout: Rollout::default(),
             admin_auth,
+            shadow,
             clients: ClientCounts::default(),
         })
     }

@@ -15,17 +15,28 @@
 //!   clearly more often than between two calls to the same version.
 //! - `stats` — per route and field counts, bounded, with redacted samples; `report` — the
 //!   `GET /admin/shadow` document and the mismatch rate the rollout judge can read.
+//!
+//! Around that core, the wiring: `settings` (`[shadow]`), `choice` (whether a request is
+//! shadowed, a pure step of the request path), `request` (one request's shadow through
+//! Pingora's hooks: body copy, primary capture), `mirror` (sending it, bounded in flight and
+//! time), `state` (the client, the key, the statistics) and `metrics`.
 
+pub mod choice;
 pub mod diff;
 pub mod field;
 pub mod ignore;
 mod json;
 mod jwt;
+pub mod metrics;
+pub mod mirror;
 pub mod noise;
 pub mod redact;
 pub mod report;
+pub mod request;
 pub mod response;
+pub mod settings;
 mod sse;
+pub mod state;
 pub mod stats;
 
 pub use diff::{BodyCheck, Comparison, compare};

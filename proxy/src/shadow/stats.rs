@@ -266,6 +266,16 @@ impl Stats {
 
     /// Records a comparison of legacy's answer with new's, and says how it was counted.
     pub fn record_cross(&mut self, route: &'static str, comparison: &Comparison) -> Outcome {
+        self.record_cross_fields(route, comparison).0
+    }
+
+    /// As `record_cross`, with the (bounded) paths of the fields it found really mismatched,
+    /// for the per-field metric.
+    pub fn record_cross_fields(
+        &mut self,
+        route: &'static str,
+        comparison: &Comparison,
+    ) -> (Outcome, Vec<FieldPath>) {
         let thresholds = self.thresholds;
         let limits = self.limits;
         let stats = self.routes.entry(route).or_default();
@@ -298,7 +308,15 @@ impl Stats {
             Outcome::NoiseOnly => outcomes.noise_only += 1,
             Outcome::Unclassified => outcomes.unclassified += 1,
         }
-        outcome
+        let mismatched = if outcome == Outcome::Mismatched {
+            (touched.into_iter().zip(verdicts))
+                .filter(|(_, verdict)| *verdict == Verdict::Mismatch)
+                .map(|(slot, _)| slot.unwrap_or_else(RouteStats::other_path))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (outcome, mismatched)
     }
 
     /// Records a comparison of two answers from the same side.

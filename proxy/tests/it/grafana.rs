@@ -119,6 +119,11 @@ fn every_metric_the_grafana_dashboard_queries_is_served_from_start() {
         ProxyConfig::default(),
         b"a cookie secret for this test only",
         proxy::admin_auth::AdminAuth::new(None),
+        proxy::shadow::state::ShadowState::new(
+            common::shadow::ShadowKey::new(b"a shadow secret for this test only, 32 bytes+")
+                .unwrap(),
+        )
+        .unwrap(),
     );
     let served = served_families(&state.metrics.render());
     let missing: Vec<&str> = used

@@ -154,7 +154,21 @@ async fn internal_paths_answer_a_backends_404_at_the_public_listener() {
     for percent in [0.0, 100.0] {
         let stack = Stack::start(percent).await;
         let addr = addr_of(&stack.proxy.base_url);
-        let before = proxied(&scrape(&stack).await);
+        // The proxy counts a request after its answer has left: wait until the start-up's
+        // readiness request is counted before taking the baseline.
+        let before = eventually(
+            "the readiness request is counted",
+            Duration::from_secs(5),
+            async || {
+                let samples = scrape(&stack).await;
+                let answered: f64 = (samples.iter())
+                    .filter(|s| s.name == "proxy_requests_total")
+                    .map(|s| s.value)
+                    .sum();
+                (answered >= 1.0).then(|| proxied(&samples))
+            },
+        )
+        .await;
         for target in SPELLINGS {
             let request = format!("GET {target} HTTP/1.1\r\nhost: a\r\n\r\n");
             let answer = exchange(addr, request.as_bytes(), 1).await;
