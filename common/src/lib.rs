@@ -1,5 +1,6 @@
 //! What every binary of the gateway needs and nothing of the API's behaviour: config-file
-//! errors, the error envelope, secrets, logging, the shutdown signal and the route names.
+//! errors, the error envelope, secrets, the shadow-request key, logging, the shutdown signal
+//! and the route names.
 //!
 //! The proxy depends on this crate and not on `shared`, so it compiles no SQLite, argon2,
 //! JWT or OpenAPI code.
@@ -9,6 +10,7 @@ pub mod envelope;
 pub mod request_id;
 pub mod routes;
 pub mod secret;
+pub mod shadow;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -1,4 +1,4 @@
-//! Signing secrets (the JWT key, the proxy's cookie key): from an environment variable, else from a file created on first start.
+//! Signing secrets (the JWT key, the proxy's cookie key, the shadow key): from an environment variable, else from a file created on first start.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
