@@ -13,6 +13,7 @@ pub fn resource(endpoint: Endpoint) -> Resource {
     let answer = move |service: Data<Service>, request: HttpRequest, body: Payload| async move {
         let headers = request.headers();
         let incoming = Incoming::new(
+            service.shadow_key(),
             |name| headers.get(name.as_str()).map(HeaderValue::as_bytes),
             body,
         );

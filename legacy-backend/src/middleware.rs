@@ -1,11 +1,13 @@
-//! Per request: `shared`'s `Observation` (request id, log span, metrics) around the handler.
+//! Per request: `shared`'s `Observation` (request id, log span, metrics unless a shadow)
+//! around the handler.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderValue;
 use actix_web::middleware::Next;
 use actix_web::web::Data;
 use shared::Service;
-use shared::observation::{Observation, REQUEST_ID};
+use shared::observation::Observation;
 use tracing::Instrument;
 
 use crate::reply;
@@ -15,10 +17,11 @@ pub async fn observe(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = request.headers().get(REQUEST_ID.as_str());
+    let headers = request.headers();
     let route = request.match_pattern();
     let observation = Observation::start(
-        id.map(|id| id.as_bytes()),
+        service.shadow_key(),
+        |name| headers.get(name.as_str()).map(HeaderValue::as_bytes),
         request.method().as_str(),
         route.as_deref(),
     );

@@ -14,6 +14,7 @@ pub fn route(endpoint: Endpoint) -> MethodRouter<Service> {
     let answer = move |State(service): State<Service>, request: Request| async move {
         let (head, body) = request.into_parts();
         let incoming = Incoming::new(
+            service.shadow_key(),
             |name| head.headers.get(name).map(HeaderValue::as_bytes),
             body.into_data_stream(),
         );

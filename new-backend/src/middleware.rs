@@ -1,10 +1,12 @@
-//! Per request: `shared`'s `Observation` (request id, log span, metrics) around the handler.
+//! Per request: `shared`'s `Observation` (request id, log span, metrics unless a shadow)
+//! around the handler.
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use shared::Service;
-use shared::observation::{Observation, REQUEST_ID};
+use shared::observation::Observation;
 use tracing::Instrument;
 
 pub async fn observe(
@@ -13,8 +15,10 @@ pub async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
+    let headers = request.headers();
     let observation = Observation::start(
-        request.headers().get(REQUEST_ID).map(|id| id.as_bytes()),
+        service.shadow_key(),
+        |name| headers.get(name).map(HeaderValue::as_bytes),
         request.method().as_str(),
         matched.as_ref().map(MatchedPath::as_str),
     );

@@ -39,8 +39,9 @@ pub enum LaunchError {
 }
 
 /// What a backend binary does before it serves: parse the flags, start logging, load the
-/// config, build the `Service`, bind the listener. Blocking (the config file, the database,
-/// a password hash), so a binary calls it before it starts its async runtime.
+/// config, build the `Service` (with its secrets: the JWT one and the shadow key), bind the
+/// listener. Blocking (the config file, the secret files, the database, a password hash), so
+/// a binary calls it before it starts its async runtime.
 pub fn start(backend: BackendName) -> Result<(TcpListener, Service), LaunchError> {
     let args = ServeArgs::parse();
     telemetry::init(args.log_format);

@@ -4,7 +4,8 @@
 //!
 //! The backends read the sections they own and ignore every other section, whatever its name
 //! (`[proxy]`, `[routing]`, a future `[rollout]` belong to the proxy), while a typo inside a
-//! section they own is refused, naming the key.
+//! section they own is refused, naming the key. `[shadow]` is the one section the proxy and
+//! the backends share: the backends read only its `secret_file` and ignore the proxy's keys.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use common::config::resolve;
 pub use common::config::value::{Bounded, Millis, NonEmptyString, Seconds};
 pub use common::config::{BackendConfig, BackendsConfig, ConfigError};
+pub use common::shadow::ShadowSecretSection;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
@@ -32,6 +34,9 @@ pub struct Config {
     pub generate: GenerateConfig,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// The key of the proxy's shadow requests (`crate::shadow`).
+    #[serde(default)]
+    pub shadow: ShadowSecretSection,
 }
 
 /// `[server]`.
@@ -256,6 +261,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.database.path = resolve(base, &config.database.path);
         config.auth.secret_file = resolve(base, &config.auth.secret_file);
+        config.shadow = config.shadow.resolved(base);
         Ok(config)
     }
 
@@ -290,6 +296,10 @@ mod tests {
             config.auth.secret_file,
             PathBuf::from("/etc/gateway/data/jwt.secret")
         );
+        assert_eq!(
+            config.shadow.secret_file,
+            PathBuf::from("/etc/gateway/data/shadow.secret")
+        );
         assert_eq!(config.backends.legacy.listen.port(), 3000);
         assert_eq!(config.backends.new.listen.port(), 3001);
         assert!(!config.database.seed_demo_user);
@@ -306,6 +316,21 @@ mod tests {
             let config = parse(text);
             assert!(config.is_ok(), "{text}: {config:?}");
         }
+    }
+
+    #[test]
+    fn the_shared_shadow_section_gives_its_secret_file_and_ignores_the_proxys_keys() {
+        let text = "[shadow]\npercent = 5\nroutes = [\"/api/ai/generate\"]\n\
+                    secret_file = \"keys/shadow\"\nsome_future_key = { a = 1 }\n";
+        let config = parse(text).expect("the proxy's keys are not the backends' business");
+        assert_eq!(
+            config.shadow.secret_file,
+            PathBuf::from("/etc/gateway/keys/shadow")
+        );
+        let error = parse("[shadow]\nsecret_file = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("shadow.secret_file"), "{error}");
     }
 
     #[test]

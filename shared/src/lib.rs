@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod reply;
 pub mod request;
 pub mod service;
+pub mod shadow;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -1,15 +1,20 @@
 //! One request's observation, the same on both backends: keep or mint its `x-request-id`, open
 //! its log span, and once its response head is ready, record the HTTP metrics and log a line.
 //! Each adapter's middleware only hands over what its framework knows.
+//!
+//! A verified shadow (`crate::shadow`) is logged, marked `shadow=true`, but not counted: its
+//! primary was counted on the other backend, and counting both would skew the comparison.
 
 use std::time::Instant;
 
 use http::{HeaderName, HeaderValue};
 use tracing::Span;
+use tracing::field::Empty;
 
 use crate::endpoint::Endpoint;
 use crate::metrics::{Metrics, OTHER_ROUTE, method_label};
 use crate::request::request_id;
+use crate::shadow::{self, ShadowKey};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static(common::request_id::HEADER);
 
@@ -20,25 +25,39 @@ pub struct Observation {
     route: &'static str,
     span: Span,
     started: Instant,
+    shadow: bool,
 }
 
 impl Observation {
-    /// Starts observing a request from its `x-request-id` header, its method and the route
-    /// its router matched (`None` when none did).
-    pub fn start(request_id: Option<&[u8]>, method: &str, matched_route: Option<&str>) -> Self {
+    /// Starts observing a request from its headers (`header` looks one up: its
+    /// `x-request-id`, and whether it is a shadow signed with `key`), its method and the
+    /// route its router matched (`None` when none did).
+    pub fn start<'a>(
+        key: &ShadowKey,
+        header: impl Fn(&HeaderName) -> Option<&'a [u8]>,
+        method: &str,
+        matched_route: Option<&str>,
+    ) -> Self {
         let started = Instant::now();
-        let (id, header) = identify(request_id);
+        let (id, id_header) = identify(header(&REQUEST_ID));
+        let shadow = shadow::is_shadow(key, header);
         // The label set stays bounded: a route is one of the contract's, or `other`.
         let route = matched_route
             .and_then(Endpoint::at)
             .map_or(OTHER_ROUTE, Endpoint::path);
-        let span = tracing::info_span!("request", id = %id, method = %method, route);
+        let span =
+            tracing::info_span!("request", id = %id, method = %method, route, shadow = Empty);
+        // Only shadows say so, so the lines of every other request are unchanged.
+        if shadow {
+            span.record("shadow", true);
+        }
         Self {
-            id: header,
+            id: id_header,
             method: method_label(method),
             route,
             span,
             started,
+            shadow,
         }
     }
 
@@ -47,11 +66,13 @@ impl Observation {
         self.span.clone()
     }
 
-    /// Records the answer's `status` in `metrics` and the log, and returns the `x-request-id`
-    /// header the response carries.
+    /// Records the answer's `status` in `metrics` (unless the request is a shadow) and the
+    /// log, and returns the `x-request-id` header the response carries.
     pub fn finish(self, metrics: &Metrics, status: u16) -> (HeaderName, HeaderValue) {
         let elapsed = self.started.elapsed();
-        metrics.observe_http(self.route, self.method, status, elapsed.as_secs_f64());
+        if !self.shadow {
+            metrics.observe_http(self.route, self.method, status, elapsed.as_secs_f64());
+        }
         let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.span.in_scope(|| {
             // A load balancer's health probes and Prometheus's scrapes come every few seconds
@@ -90,15 +111,38 @@ fn identify(header: Option<&[u8]>) -> (String, HeaderValue) {
 mod tests {
     use super::*;
 
+    fn key() -> ShadowKey {
+        ShadowKey::new(&[9; 32]).expect("32 bytes")
+    }
+
+    /// `Observation::start` for a request with this `x-request-id` and `x-canary-shadow`.
+    fn start(
+        id: Option<&[u8]>,
+        shadow: Option<&[u8]>,
+        method: &str,
+        route: Option<&str>,
+    ) -> Observation {
+        let header = |name: &HeaderName| {
+            if name == REQUEST_ID {
+                id
+            } else if name == shadow::SHADOW {
+                shadow
+            } else {
+                None
+            }
+        };
+        Observation::start(&key(), header, method, route)
+    }
+
     #[test]
     fn a_sane_id_is_kept_and_routes_outside_the_contract_are_other() {
         let metrics = Metrics::new("legacy");
-        let observation = Observation::start(Some(b"abc-123"), "GET", Some("/health"));
+        let observation = start(Some(b"abc-123"), None, "GET", Some("/health"));
         assert_eq!(
             observation.finish(&metrics, 200),
             (REQUEST_ID, HeaderValue::from_static("abc-123"))
         );
-        let observation = Observation::start(Some(b"has space"), "PROPFIND", Some("/nowhere"));
+        let observation = start(Some(b"has space"), None, "PROPFIND", Some("/nowhere"));
         let (_, minted) = observation.finish(&metrics, 404);
         assert_eq!(minted.len(), 32);
         let text = metrics.render();
@@ -145,16 +189,58 @@ mod tests {
         let metrics = Metrics::new("new");
         let log = info_log_of(|| {
             for route in ["/health", "/metrics"] {
-                Observation::start(None, "GET", Some(route)).finish(&metrics, 200);
+                start(None, None, "GET", Some(route)).finish(&metrics, 200);
             }
         });
         assert_eq!(log, "", "probes logged at INFO");
         let log = info_log_of(|| {
-            Observation::start(None, "POST", Some("/api/auth/login")).finish(&metrics, 401);
+            start(None, None, "POST", Some("/api/auth/login")).finish(&metrics, 401);
         });
         assert!(
             log.contains("answered") && log.contains("status=401"),
             "{log}"
+        );
+    }
+
+    #[test]
+    fn a_shadow_is_logged_as_one_but_not_counted() {
+        let metrics = Metrics::new("new");
+        let signed = key().sign("shadow-1");
+        let log = info_log_of(|| {
+            let shadowed = start(
+                Some(b"shadow-1"),
+                Some(signed.as_bytes()),
+                "POST",
+                Some("/api/auth/login"),
+            );
+            assert_eq!(
+                shadowed.finish(&metrics, 401),
+                (REQUEST_ID, HeaderValue::from_static("shadow-1"))
+            );
+        });
+        assert!(log.contains("shadow=true"), "{log}");
+        assert!(
+            !metrics.render().contains("http_requests_total{"),
+            "{}",
+            metrics.render()
+        );
+        // The same header on another request id is not a shadow: counted, and not marked.
+        let log = info_log_of(|| {
+            start(
+                Some(b"another"),
+                Some(signed.as_bytes()),
+                "POST",
+                Some("/api/auth/login"),
+            )
+            .finish(&metrics, 401);
+        });
+        assert!(!log.contains("shadow"), "{log}");
+        assert!(
+            metrics
+                .render()
+                .contains(r#"http_requests_total{method="POST",route="/api/auth/login",status="401",backend="new"} 1"#),
+            "{}",
+            metrics.render()
         );
     }
 }

@@ -10,21 +10,26 @@ use serde_json::{Map, Value};
 pub use common::request_id::request_id;
 
 use crate::error::{ApiError, TokenErrorKind};
+use crate::shadow::{self, ShadowKey};
 
 /// What a handler extracts from its framework's request and hands to `Service`.
 pub struct Incoming<'a, B> {
     pub authorization: Option<&'a [u8]>,
     pub content_type: Option<&'a [u8]>,
+    /// Whether this is a verified shadow of a request the other backend answered: `new`
+    /// checks its headers with `crate::shadow::is_shadow`.
+    pub shadow: bool,
     pub body: B,
 }
 
 impl<'a, B> Incoming<'a, B> {
     /// The headers `Service` reads, looked up with `header` in the framework's header map, and
-    /// the body stream.
-    pub fn new(header: impl Fn(&HeaderName) -> Option<&'a [u8]>, body: B) -> Self {
+    /// the body stream; `key` tells a shadow from the proxy.
+    pub fn new(key: &ShadowKey, header: impl Fn(&HeaderName) -> Option<&'a [u8]>, body: B) -> Self {
         Self {
             authorization: header(&AUTHORIZATION),
             content_type: header(&CONTENT_TYPE),
+            shadow: shadow::is_shadow(key, header),
             body,
         }
     }

@@ -1,5 +1,9 @@
 //! `POST /api/ai/generate`: token, body, the caller's rate-limit bucket, then the provider's
 //! answer, whole as JSON or streamed as the contract's `delta`/`done`/`error` events.
+//!
+//! A shadow (`crate::shadow`) does not go through the limiter: its primary spent the token, or
+//! was refused, on the other backend. It peeks instead, so its `ratelimit-*` headers report
+//! the budget as it stands, unspent, and it is never answered 429 by the limiter.
 
 use std::sync::Arc;
 
@@ -36,6 +40,7 @@ impl Service {
         E: std::fmt::Display,
     {
         let inner = &self.inner;
+        let shadow = request.shadow;
         let token = bearer_token(request.authorization)?.ok_or_else(tokens::missing)?;
         let claims = inner.tokens.verify(token, unix_now())?;
         let bucket_key = format!("generate:{}", claims.sub);
@@ -50,8 +55,13 @@ impl Service {
                 return Ok(error.into_reply().with_headers(budget.headers()));
             }
         };
-        let budget = inner.limiter.take(&bucket_key, bucket, now_ms()).await?;
+        let budget = if shadow {
+            inner.limiter.peek(&bucket_key, bucket, now_ms()).await?
+        } else {
+            inner.limiter.take(&bucket_key, bucket, now_ms()).await?
+        };
         if let Some(retry_after_secs) = budget.retry_after_secs {
+            // Only a request that spends can be refused, and a shadow never spends.
             inner.metrics.rate_limited(routes::GENERATE);
             return Ok(ApiError::RateLimited { retry_after_secs }
                 .into_reply()
@@ -64,21 +74,21 @@ impl Service {
             model: generate.model,
         };
         let reply = if generate.stream {
-            self.stream(prompt).await
+            self.stream(prompt, shadow).await
         } else {
-            self.whole(prompt).await
+            self.whole(prompt, shadow).await
         };
         Ok(reply
             .unwrap_or_else(ApiError::into_reply)
             .with_headers(budget.headers()))
     }
 
-    async fn whole(&self, prompt: Prompt) -> Result<Reply, ApiError> {
+    async fn whole(&self, prompt: Prompt, shadow: bool) -> Result<Reply, ApiError> {
         let provider = &self.inner.provider;
         let generation = provider.generate(prompt).await?;
-        self.inner
-            .metrics
-            .tokens_generated(provider.name(), generation.usage.output_tokens);
+        if let Some(metrics) = self.counted(shadow) {
+            metrics.tokens_generated(provider.name(), generation.usage.output_tokens);
+        }
         Ok(Reply::json(
             StatusCode::OK,
             &GenerateResponse {
@@ -91,7 +101,7 @@ impl Service {
         ))
     }
 
-    async fn stream(&self, prompt: Prompt) -> Result<Reply, ApiError> {
+    async fn stream(&self, prompt: Prompt, shadow: bool) -> Result<Reply, ApiError> {
         let events = self.inner.provider.stream(prompt).await?;
         let inner = Arc::clone(&self.inner);
         let id = generation_id();
@@ -102,9 +112,11 @@ impl Service {
                 stop_reason,
                 usage,
             }) => {
-                inner
-                    .metrics
-                    .tokens_generated(inner.provider.name(), usage.output_tokens);
+                if !shadow {
+                    inner
+                        .metrics
+                        .tokens_generated(inner.provider.name(), usage.output_tokens);
+                }
                 sse_event(
                     "done",
                     &DoneEvent {

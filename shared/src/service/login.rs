@@ -1,4 +1,7 @@
 //! `POST /api/auth/login`: body checks, the login throttle, one password verify, a token.
+//!
+//! A shadow (`crate::shadow`) gets the same answer, a locked email's 429 included, but never
+//! moves the throttle: its primary already recorded the failure or cleared the count.
 
 use bytes::Bytes;
 use futures::Stream;
@@ -20,8 +23,11 @@ impl Service {
         B: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        let shadow = request.shadow;
         let (outcome, result) = self.try_login(request).await;
-        self.inner.metrics.login(outcome);
+        if let Some(metrics) = self.counted(shadow) {
+            metrics.login(outcome);
+        }
         result.unwrap_or_else(ApiError::into_reply)
     }
 
@@ -38,13 +44,15 @@ impl Service {
             Ok(login) => login,
             Err(error) => return (LoginOutcome::Invalid, Err(error)),
         };
-        match self.authenticate(login).await {
+        match self.authenticate(login, request.shadow).await {
             Ok(reply) => (LoginOutcome::Success, Ok(reply)),
             Err(error @ ApiError::InvalidCredentials) => {
                 (LoginOutcome::InvalidCredentials, Err(error))
             }
             Err(error @ ApiError::RateLimited { .. }) => {
-                self.inner.metrics.rate_limited(routes::LOGIN);
+                if let Some(metrics) = self.counted(request.shadow) {
+                    metrics.rate_limited(routes::LOGIN);
+                }
                 (LoginOutcome::Throttled, Err(error))
             }
             Err(error) => (LoginOutcome::Error, Err(error)),
@@ -52,8 +60,9 @@ impl Service {
     }
 
     /// Known and unknown emails take the same path (throttle, lookup, one argon2 verify,
-    /// throttle update), so neither the answer nor its timing tells them apart.
-    async fn authenticate(&self, login: LoginRequest) -> Result<Reply, ApiError> {
+    /// throttle update), so neither the answer nor its timing tells them apart. A `shadow`
+    /// leaves out the throttle update.
+    async fn authenticate(&self, login: LoginRequest, shadow: bool) -> Result<Reply, ApiError> {
         let inner = &self.inner;
         let throttle = inner.config.auth.login_throttle;
         if let Some(retry_after_secs) = inner
@@ -69,14 +78,18 @@ impl Service {
         let user = match user {
             Some(user) if matches => user,
             _ => {
-                inner
-                    .throttle
-                    .record_failure(&login.email, throttle, now_ms())
-                    .await?;
+                if !shadow {
+                    inner
+                        .throttle
+                        .record_failure(&login.email, throttle, now_ms())
+                        .await?;
+                }
                 return Err(ApiError::InvalidCredentials);
             }
         };
-        inner.throttle.clear(&login.email).await?;
+        if !shadow {
+            inner.throttle.clear(&login.email).await?;
+        }
         let claims = inner
             .tokens
             .claims_for(&user.id, &user.email, &user.name, unix_now());

@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::{RateLimitStore, SqliteRateLimitStore};
 use crate::reply::Reply;
 use crate::request::Incoming;
+use crate::shadow::ShadowKey;
 
 /// The environment variable that, when set, overrides `auth.secret_file`.
 pub const JWT_SECRET_ENV: &str = "JWT_SECRET";
@@ -65,6 +66,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("jwt secret: {0}")]
     Secret(#[from] SecretError),
+    #[error("shadow secret: {0}")]
+    ShadowSecret(SecretError),
     #[error(transparent)]
     Password(#[from] PasswordError),
     #[error("generate.provider is \"anthropic\" but {API_KEY_ENV} is not set")]
@@ -88,6 +91,7 @@ struct Inner {
     limiter: Box<dyn RateLimitStore>,
     provider: Box<dyn Provider>,
     metrics: Metrics,
+    shadow: ShadowKey,
     openapi: Bytes,
 }
 
@@ -96,11 +100,16 @@ fn unix_now() -> i64 {
 }
 
 impl Service {
-    /// Opens the database, loads the secret, seeds the demo user if configured, and picks the
-    /// provider. Blocking (file I/O, one password hash): call it before serving.
+    /// Opens the database, loads the secrets (the JWT one, the shadow key), seeds the demo
+    /// user if configured, and picks the provider. Blocking (file I/O, one password hash): call
+    /// it before serving.
     pub fn new(config: Config, backend: BackendName) -> Result<Self, StartupError> {
         let db = Database::open(&config.database.path)?;
         let secret = secret::load_or_create(JWT_SECRET_ENV, &config.auth.secret_file)?;
+        let shadow = config
+            .shadow
+            .load_key()
+            .map_err(StartupError::ShadowSecret)?;
         let users = Users::new(db.clone());
         let passwords = Passwords::new(config.hash_concurrency())?;
         if config.database.seed_demo_user {
@@ -124,6 +133,7 @@ impl Service {
                 limiter: Box::new(SqliteRateLimitStore::new(db)),
                 provider,
                 metrics: Metrics::new(backend.as_str()),
+                shadow,
                 openapi: Bytes::from(crate::openapi::document_json()),
                 users,
                 passwords,
@@ -138,6 +148,16 @@ impl Service {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The key that tells the proxy's shadow requests (`crate::shadow`) from others.
+    pub fn shadow_key(&self) -> &ShadowKey {
+        &self.inner.shadow
+    }
+
+    /// The metrics a request counts in: none for a shadow, whose primary counted already.
+    fn counted(&self, shadow: bool) -> Option<&Metrics> {
+        (!shadow).then_some(&self.inner.metrics)
     }
 
     /// `endpoint`'s answer to `request`; the adapters route every endpoint here. The GET

@@ -11,13 +11,17 @@ use std::path::Path;
 use std::num::NonZeroU32;
 
 use crate::config::{Config, Seconds};
+use crate::shadow::ShadowKey;
 
 /// A config whose files live in a fresh temporary folder, with the demo user seeded, a known
-/// JWT secret, and small limits so throttling and rate limiting are quick to reach.
+/// JWT secret and shadow key, and small limits so throttling and rate limiting are quick to
+/// reach.
 pub struct TestEnv {
     dir: tempfile::TempDir,
     pub config: Config,
     pub secret: Vec<u8>,
+    /// The key the proxy would sign shadow requests with (`crate::shadow`).
+    pub shadow_key: ShadowKey,
 }
 
 pub const TEST_RATE_LIMIT: u32 = 5;
@@ -35,6 +39,7 @@ impl TestEnv {
         config.database.path = dir.path().join("gateway.db");
         config.database.seed_demo_user = true;
         config.auth.secret_file = dir.path().join("jwt.secret");
+        config.shadow.secret_file = dir.path().join("shadow.secret");
         config.auth.max_concurrent_hashes = 2;
         config.auth.login_throttle.max_failures = non_zero(TEST_MAX_LOGIN_FAILURES);
         config.auth.login_throttle.window_seconds = Seconds::of(1);
@@ -43,10 +48,14 @@ impl TestEnv {
         edit(&mut config);
         let secret: [u8; 32] = rand::random();
         std::fs::write(&config.auth.secret_file, secret).expect("write the test secret");
+        let shadow_secret: [u8; 32] = rand::random();
+        std::fs::write(&config.shadow.secret_file, shadow_secret)
+            .expect("write the test shadow secret");
         Self {
             dir,
             config,
             secret: secret.to_vec(),
+            shadow_key: ShadowKey::new(&shadow_secret).expect("32 bytes are a shadow key"),
         }
     }
 

@@ -177,7 +177,7 @@ pub async fn signals_stop_the_binary(binary: &Path) {
 }
 
 /// A backend's real binary, run as a child process on a loopback port with its config,
-/// database and secret in a temporary folder. Killed and reaped when dropped.
+/// database and secrets in a temporary folder. Killed and reaped when dropped.
 pub struct BackendProcess {
     child: Child,
     addr: SocketAddr,
@@ -193,6 +193,9 @@ seed_demo_user = true
 
 [auth]
 secret_file = "jwt.secret"
+
+[shadow]
+secret_file = "shadow.secret"
 
 [generate.local]
 token_delay_ms = 100
@@ -243,6 +246,7 @@ impl BackendProcess {
             .arg("--listen")
             .arg(addr.to_string())
             .env_remove(JWT_SECRET_ENV)
+            .env_remove(common::shadow::SECRET_ENV)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("share the log file"))
             .stderr(log)

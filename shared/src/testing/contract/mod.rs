@@ -10,6 +10,7 @@ pub mod flood;
 pub mod generate;
 pub mod login;
 pub mod routing;
+pub mod shadow;
 pub mod throttle;
 pub mod verify;
 
@@ -19,16 +20,22 @@ use super::client::{Answer, post_json};
 use crate::routes::LOGIN;
 
 /// Generates one `#[tokio::test]` per contract case, each against a fresh server that
-/// `$start(&TestEnv) -> TestServer` starts.
+/// `$start(&TestEnv) -> TestServer` starts: `contract_tests!(start)` against a backend,
+/// `contract_tests!(start, through_proxy)` when `start` puts the proxy in front of it.
 ///
 /// The `@each` arm holds the one list of cases, `module::case`, each run in `TestEnv::new()`
-/// unless `in env` names a function of its module that makes its environment. The list feeds
-/// both the tests (`@tests`) and [`CASES`] (`@names`), and a unit test below checks it against
-/// every `pub async fn` in this folder, so a new case cannot be left out.
+/// unless `in env` names a function of its module that makes its environment. A case marked
+/// `[backend_only]` speaks to a backend as only the proxy may (a signed shadow request, which
+/// the proxy strips from its clients' requests), so `through_proxy` leaves it out. The list
+/// feeds both the tests (`@tests`) and [`CASES`] (`@names`), and a unit test below checks it
+/// against every `pub async fn` in this folder, so a new case cannot be left out.
 #[macro_export]
 macro_rules! contract_tests {
     ($start:path) => {
         $crate::contract_tests! { @each tests [$start] }
+    };
+    ($start:path, through_proxy) => {
+        $crate::contract_tests! { @each tests [$start, through_proxy] }
     };
     (@each $mode:ident [$($arg:tt)*]) => {
         $crate::contract_tests! { @$mode [$($arg)*]
@@ -63,19 +70,32 @@ macro_rules! contract_tests {
             generate::generate_validation_names_each_field,
             generate::generate_streams_deltas_then_done,
             generate::generate_rate_limit_counts_down_then_429,
+            shadow::forged_shadow_headers_are_ignored,
+            shadow::shadow_generates_spend_no_budget [backend_only],
+            shadow::shadow_logins_leave_the_throttle_alone in a_long_window [backend_only],
+            shadow::shadows_are_not_counted_in_metrics in a_long_window [backend_only],
+            shadow::shadow_answers_match_normal_ones [backend_only],
         }
     };
-    (@tests [$start:path] $($module:ident :: $case:ident $(in $env:ident)?),* $(,)?) => {
+    (@tests $how:tt $(
+        $module:ident :: $case:ident $(in $env:ident)? $([$only:ident])?
+    ),* $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let env = $crate::contract_tests!(@env $module $($env)?);
-                let server = $start(&env).await;
-                $crate::testing::contract::$module::$case(&server, &env).await;
-            }
+            $crate::contract_tests! { @case $how $module $case [$($env)?] $($only)? }
         )*
     };
-    (@names [] $($module:ident :: $case:ident $(in $env:ident)?),* $(,)?) => {
+    (@case [$start:path, through_proxy] $module:ident $case:ident [$($env:ident)?] backend_only) => {};
+    (@case [$start:path $(, through_proxy)?] $module:ident $case:ident [$($env:ident)?] $(backend_only)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let env = $crate::contract_tests!(@env $module $($env)?);
+            let server = $start(&env).await;
+            $crate::testing::contract::$module::$case(&server, &env).await;
+        }
+    };
+    (@names [] $(
+        $module:ident :: $case:ident $(in $env:ident)? $([$only:ident])?
+    ),* $(,)?) => {
         &[$(concat!(stringify!($module), "::", stringify!($case))),*]
     };
     (@env $module:ident) => {
