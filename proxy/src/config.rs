@@ -846,6 +846,7 @@ mod tests {
         config.proxy.override_header = OptionalHeaderName::off();
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
         config.rollout.state_file = PathBuf::from("/srv/rollout.json");
+        config.shadow.secret_file = PathBuf::from("/srv/shadow.secret");
         config.proxy.cors.allowed_origins = vec![Origin::parse("http://localhost:5173").unwrap()];
         config.proxy.security_headers.x_dns_prefetch_control = OptionalHeaderValue::off();
         let text = toml::to_string(&config).unwrap();
@@ -1046,6 +1047,7 @@ failures_to_rollback = 2
         // Relative paths come back resolved against the file's folder.
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
         config.rollout.state_file = PathBuf::from("/srv/rollout.json");
+        config.shadow.secret_file = PathBuf::from("/srv/shadow.secret");
         let text = toml::to_string(&config).unwrap();
         assert_eq!(parse(&text).unwrap(), config, "{text}");
     }

@@ -138,8 +138,8 @@ mod tests {
     #[test]
     fn noise_is_drawn_again_at_noise_percent() {
         let headers = HeaderMap::new();
-        let mut draws = [0, 999].into_iter();
-        // Default noise_percent: 10 %, so 999 is not drawn.
+        let mut draws = [0, 1000].into_iter();
+        // Default noise_percent: 10 %, basis points 0..1000, so 1000 is not drawn.
         let choice = choose(&on(100.0), health(&headers), || draws.next().unwrap());
         assert_eq!(choice, Choice::Shadow { noise: false });
     }

@@ -28,10 +28,10 @@ pub async fn via_proxy_at_100(env: &shared::testing::TestEnv) -> shared::testing
 
 /// The whole contract suite through the proxy, with every request on legacy.
 mod contract_at_0 {
-    shared::contract_tests!(crate::via_proxy_at_0);
+    shared::contract_tests!(crate::via_proxy_at_0, through_proxy);
 }
 
 /// The whole contract suite through the proxy, with every request on new.
 mod contract_at_100 {
-    shared::contract_tests!(crate::via_proxy_at_100);
+    shared::contract_tests!(crate::via_proxy_at_100, through_proxy);
 }
