@@ -221,6 +221,8 @@ impl Stack {
         let (legacy_addr, new_addr) = (addr_of(&legacy), addr_of(&new));
         let config_path = env.dir().join("proxy.toml");
         let mut config = proxy_config((legacy_addr, new_addr), &listeners, new_percent);
+        // The backends' shadow key, so the shadows this proxy signs are theirs.
+        config.shadow.secret_file = env.dir().join("shadow.secret");
         edit(&mut config);
         write_config(&config_path, &config);
         let proxy = start_proxy(&config_path, listeners).await;
@@ -291,6 +293,7 @@ pub async fn contract_stack(env: &TestEnv, new_percent: f64) -> TestServer {
     let mut config = proxy_config((addr_of(&legacy), addr_of(&new)), &listeners, new_percent);
     config.proxy.max_header_bytes = Bounded::of(160 * 1024);
     config.proxy.internal_paths = Vec::new();
+    config.shadow.secret_file = env.dir().join("shadow.secret");
     write_config(&config_path, &config);
     let proxy = start_proxy(&config_path, listeners).await;
     TestServer::new(addr, move || {

@@ -14,6 +14,7 @@ mod raw;
 mod reload;
 mod rollout;
 mod routing;
+mod shadow;
 mod slow_clients;
 mod streaming;
 mod tls;
