@@ -316,6 +316,7 @@ impl Default for RolloutSection {
             percent: Percent::from_percent(percent).unwrap_or_default(),
             hold: Duration::from_secs(hold_minutes * 60),
             approval: false,
+            shadow: false,
         };
         Self {
             enabled: false,
@@ -345,6 +346,10 @@ pub struct RolloutStep {
     /// Wait for an operator's approval before entering this step.
     #[serde(default)]
     pub approval: bool,
+    /// A dark launch: the first step, at `percent = 0`, judged on shadow traffic alone (sent
+    /// to new at `shadow.percent`, or every eligible request if that is 0).
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// `rollout.on_failure`.
@@ -385,6 +390,9 @@ pub struct AnalysisSection {
     pub passes_to_promote: NonZeroU32,
     /// Consecutive failing evaluations before `on_failure`.
     pub failures_to_rollback: NonZeroU32,
+    /// While shadow traffic runs, new fails an evaluation if its real mismatch rate against
+    /// legacy (`GET /admin/shadow`) is above this, 0 to 1; the one metric of a shadow step.
+    pub max_shadow_mismatch_rate: f64,
 }
 
 impl Default for AnalysisSection {
@@ -399,6 +407,7 @@ impl Default for AnalysisSection {
             critical_error_rate: 0.05,
             passes_to_promote: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
             failures_to_rollback: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
+            max_shadow_mismatch_rate: 0.01,
         }
     }
 }
@@ -415,8 +424,16 @@ impl RolloutSection {
         let mut previous = 0;
         for (index, step) in self.steps.iter().enumerate() {
             let basis_points = step.percent.basis_points();
-            let reason = if basis_points == 0 {
-                "must be above 0"
+            if step.shadow && (index > 0 || basis_points > 0) {
+                return Some((
+                    format!("rollout.steps[{index}].shadow"),
+                    "only the first step may be a shadow step, at percent = 0 (a dark launch)",
+                ));
+            }
+            let reason = if step.shadow {
+                continue;
+            } else if basis_points == 0 {
+                "must be above 0 (0 only for a first step with shadow = true)"
             } else if basis_points <= previous {
                 "must be above the previous step's (steps strictly increase)"
             } else {
@@ -427,7 +444,7 @@ impl RolloutSection {
         }
         let analysis = &self.analysis;
         // `!(a < x)` rather than `x >= a` so that NaN is refused too.
-        let checks: [(&str, bool, &'static str); 5] = [
+        let checks: [(&str, bool, &'static str); 6] = [
             ("interval", analysis.interval.is_zero(), "must be above 0"),
             (
                 "error_rate_tolerance",
@@ -448,6 +465,11 @@ impl RolloutSection {
                 "critical_error_rate",
                 !(analysis.critical_error_rate > 0.0 && analysis.critical_error_rate <= 1.0),
                 "must be above 0 and at most 1",
+            ),
+            (
+                "max_shadow_mismatch_rate",
+                !(0.0..=1.0).contains(&analysis.max_shadow_mismatch_rate),
+                "must be at least 0 and at most 1",
             ),
         ];
         (checks.into_iter())
@@ -937,6 +959,15 @@ failures_to_rollback = 2
     }
 
     #[test]
+    fn a_dark_launch_is_a_first_step_at_0_with_shadow() {
+        let text = "[rollout]\nenabled = true\nsteps = [\n  { percent = 0, hold = \"30m\", shadow = true },\n  { percent = 100 },\n]\n";
+        let rollout = parse(text).unwrap().rollout;
+        assert!(rollout.steps[0].shadow);
+        assert_eq!(rollout.steps[0].percent.basis_points(), 0);
+        assert_eq!(rollout.analysis.max_shadow_mismatch_rate, 0.01);
+    }
+
+    #[test]
     fn without_a_rollout_section_the_rollout_is_off_and_defaults_are_valid() {
         let config = parse("").unwrap();
         assert!(!config.rollout.enabled);
@@ -963,6 +994,14 @@ failures_to_rollback = 2
         let analysis = |line: &str| format!("[rollout.analysis]\n{line}\n");
         for (text, key) in [
             (steps("{ percent = 0 }"), "rollout.steps[0].percent"),
+            (
+                steps("{ percent = 5, shadow = true }"),
+                "rollout.steps[0].shadow",
+            ),
+            (
+                steps("{ percent = 0, shadow = true }, { percent = 0, shadow = true }"),
+                "rollout.steps[1].shadow",
+            ),
             (
                 steps("{ percent = 5 }, { percent = 5 }"),
                 "rollout.steps[1].percent",

@@ -126,7 +126,8 @@ impl CanaryProxy {
             self.state.metrics.failover(route.preferred, route.side);
         }
         let shadowing = &generation.settings.shadow;
-        if shadowing.is_on() {
+        let dark_launch = self.state.rollout.is_dark_launch();
+        if shadowing.is_on() || dark_launch {
             let request = choice::Request {
                 method: &head.method,
                 path: head.uri.path(),
@@ -134,6 +135,7 @@ impl CanaryProxy {
                 side: route.side,
                 other_up: health.is_up(route.side.other()),
                 paid_provider: generation.settings.generate.is_paid(),
+                dark_launch,
             };
             let shadows = &self.state.shadow;
             match choice::choose(shadowing, request, || rand::random_range(0..10_000)) {

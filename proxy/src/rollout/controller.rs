@@ -165,10 +165,13 @@ impl<'a> Schedule<'a> {
         let mut hasher = Sha256::new();
         for step in self.steps {
             let hold_ms = step.hold.as_millis();
+            // A shadow step adds its mark; steps without one hash as they always did, so
+            // the state files of earlier schedules still match.
             let line = format!(
-                "{}:{hold_ms}:{};",
+                "{}:{hold_ms}:{}{};",
                 step.percent.basis_points(),
-                step.approval
+                step.approval,
+                if step.shadow { ":shadow" } else { "" }
             );
             hasher.update(line.as_bytes());
         }
@@ -601,6 +604,7 @@ mod tests {
             percent: percent(value),
             hold: Duration::from_secs(hold_minutes * MINUTE),
             approval,
+            shadow: false,
         }
     }
 

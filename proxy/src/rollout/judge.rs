@@ -155,6 +155,8 @@ pub enum Metric {
     ErrorRate,
     LatencyMedian,
     LatencyP99,
+    /// Shadow traffic's real mismatch rate (`report::add_shadow`).
+    ShadowMismatch,
 }
 
 impl Metric {
@@ -163,6 +165,7 @@ impl Metric {
             Metric::ErrorRate => "error_rate",
             Metric::LatencyMedian => "latency_median",
             Metric::LatencyP99 => "latency_p99",
+            Metric::ShadowMismatch => "shadow_mismatch",
         }
     }
 
@@ -170,7 +173,7 @@ impl Metric {
     fn quantile(self) -> f64 {
         match self {
             Metric::LatencyP99 => 0.99,
-            Metric::LatencyMedian | Metric::ErrorRate => 0.5,
+            Metric::LatencyMedian | Metric::ErrorRate | Metric::ShadowMismatch => 0.5,
         }
     }
 }
@@ -267,7 +270,8 @@ pub fn judge(canary: &Cohort, baseline: &Cohort, settings: &AnalysisSettings) ->
                 baseline_ms,
                 settings.latency_tolerance,
             ),
-            Metric::LatencyMedian | Metric::ErrorRate => {
+            // The two latency metrics are the only ones judged here.
+            Metric::LatencyMedian | Metric::ErrorRate | Metric::ShadowMismatch => {
                 median_test(canary_sample, baseline_sample, settings.latency_tolerance)
             }
         };
@@ -455,6 +459,7 @@ fn judge_latency(
         Metric::LatencyMedian => "median",
         Metric::LatencyP99 => "p99",
         Metric::ErrorRate => "error rate",
+        Metric::ShadowMismatch => "shadow mismatch rate",
     };
     let significance = if significant {
         "significantly slower than tolerated"

@@ -66,7 +66,12 @@ impl RolloutMetrics {
                 .with_label_values(&[p.as_str()])
                 .set(i64::from(p == Phase::Idle));
         }
-        let metrics = [Metric::ErrorRate, Metric::LatencyMedian, Metric::LatencyP99];
+        let metrics = [
+            Metric::ErrorRate,
+            Metric::LatencyMedian,
+            Metric::LatencyP99,
+            Metric::ShadowMismatch,
+        ];
         for metric in metrics.iter().map(|m| m.as_str()).chain([OVERALL]) {
             for outcome in OUTCOMES {
                 verdicts.with_label_values(&[metric, outcome.as_str()]);

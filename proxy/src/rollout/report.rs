@@ -79,6 +79,71 @@ pub fn evaluate(
     }
 }
 
+/// What shadow traffic found over one interval: comparisons of legacy against new that were
+/// classified (matched, mismatched or noise-only) and how many of them really mismatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShadowSample {
+    pub classified: u64,
+    pub mismatched: u64,
+}
+
+/// Adds shadow traffic's verdict to `report`: Fail when new's real mismatch rate is above
+/// `max_rate` over at least `min_requests` comparisons, else Pass, or Inconclusive with
+/// fewer. In a shadow step (a dark launch, no user on new) it is the evaluation's one
+/// metric; otherwise it can fail an evaluation but, inconclusive, never blocks one.
+pub fn add_shadow(
+    report: &mut Report,
+    shadow: ShadowSample,
+    settings: &AnalysisSettings,
+    max_rate: f64,
+    shadow_step: bool,
+) {
+    let rate = (shadow.classified > 0).then(|| shadow.mismatched as f64 / shadow.classified as f64);
+    let (outcome, reason) = match rate {
+        Some(rate) if shadow.classified >= settings.min_requests => {
+            let verdict = if rate > max_rate { "above" } else { "within" };
+            let outcome = if rate > max_rate {
+                Outcome::Fail
+            } else {
+                Outcome::Pass
+            };
+            let reason = format!(
+                "shadow mismatch rate {rate:.4} ({} of {} comparisons) {verdict} the bound {max_rate}",
+                shadow.mismatched, shadow.classified
+            );
+            (outcome, reason)
+        }
+        _ => (
+            Outcome::Inconclusive,
+            format!(
+                "{} shadow comparisons: fewer than min_requests {}",
+                shadow.classified, settings.min_requests
+            ),
+        ),
+    };
+    if !shadow_step && shadow.classified == 0 {
+        // No shadow traffic at all: nothing to say, and nothing to show.
+        return;
+    }
+    report.verdicts.push(ScopedVerdict {
+        scope: OVERALL.to_owned(),
+        verdict: MetricVerdict {
+            metric: judge::Metric::ShadowMismatch,
+            outcome,
+            canary: rate.unwrap_or(0.0),
+            baseline: max_rate,
+            p_value: None,
+            reason,
+        },
+    });
+    let evaluation = &mut report.evaluation;
+    evaluation.outcome = if shadow_step || outcome == Outcome::Fail {
+        outcome
+    } else {
+        evaluation.outcome
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -210,6 +275,64 @@ mod tests {
             Some(CriticalReason::BackendDown)
         );
         assert_eq!(report.evaluation.outcome, Outcome::Inconclusive);
+    }
+
+    fn shadow(classified: u64, mismatched: u64) -> ShadowSample {
+        ShadowSample {
+            classified,
+            mismatched,
+        }
+    }
+
+    #[test]
+    fn in_a_shadow_step_the_mismatch_rate_alone_decides() {
+        let empty = || {
+            evaluate(
+                &IntervalSample::default(),
+                &settings(),
+                true,
+                SystemTime::UNIX_EPOCH,
+            )
+        };
+        let cases = [
+            (shadow(100, 0), Outcome::Pass),
+            (shadow(100, 1), Outcome::Pass),
+            (shadow(100, 2), Outcome::Fail),
+            (shadow(10, 10), Outcome::Inconclusive),
+            (shadow(0, 0), Outcome::Inconclusive),
+        ];
+        for (sample, expected) in cases {
+            let mut report = empty();
+            add_shadow(&mut report, sample, &settings(), 0.01, true);
+            assert_eq!(report.evaluation.outcome, expected, "{sample:?}");
+            let verdict = report.verdicts.last().unwrap();
+            assert_eq!(verdict.verdict.metric, judge::Metric::ShadowMismatch);
+        }
+    }
+
+    #[test]
+    fn in_a_user_step_shadow_mismatches_fail_but_missing_shadows_never_block() {
+        let passing = || {
+            evaluate(
+                &sample("/health", 400, 0),
+                &settings(),
+                true,
+                SystemTime::UNIX_EPOCH,
+            )
+        };
+        let mut failed = passing();
+        add_shadow(&mut failed, shadow(100, 5), &settings(), 0.01, false);
+        assert_eq!(failed.evaluation.outcome, Outcome::Fail);
+        let mut few = passing();
+        add_shadow(&mut few, shadow(10, 5), &settings(), 0.01, false);
+        assert_eq!(few.evaluation.outcome, Outcome::Pass);
+        let mut none = passing();
+        let before = none.verdicts.len();
+        add_shadow(&mut none, shadow(0, 0), &settings(), 0.01, false);
+        assert_eq!(
+            (none.evaluation.outcome, none.verdicts.len()),
+            (Outcome::Pass, before)
+        );
     }
 
     #[test]

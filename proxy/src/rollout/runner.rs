@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -28,7 +29,7 @@ use super::controller::{
     self, Action, Event, Input, Phase, Refusal, RolloutState, Schedule, StepsFingerprint,
 };
 use super::judge::AnalysisSettings;
-use super::report::{self, Report};
+use super::report::{self, Report, ShadowSample};
 use crate::config::Percent;
 use crate::routing::Side;
 use crate::state::ProxyState;
@@ -43,6 +44,8 @@ const STATE_FILE_VERSION: u32 = 1;
 pub struct Rollout {
     pub collector: Collector,
     progress: tokio::sync::Mutex<Progress>,
+    /// A shadow step is in force: the request path shadows every eligible request.
+    dark_launch: AtomicBool,
 }
 
 #[derive(Default)]
@@ -53,6 +56,8 @@ struct Progress {
     /// The config generation last compared with the state, to notice hand edits.
     seen_generation: u64,
     events: VecDeque<(SystemTime, Event)>,
+    /// Shadow traffic's counts at the last evaluation, to judge each interval's own.
+    shadow_seen: ShadowSample,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,6 +108,11 @@ impl Rollout {
         Ok(status(&progress, proxy, now))
     }
 
+    /// Whether a shadow step (a dark launch) is in force.
+    pub fn is_dark_launch(&self) -> bool {
+        self.dark_launch.load(Ordering::Relaxed)
+    }
+
     /// `GET /admin/rollout`.
     pub async fn status(&self, proxy: &Arc<ProxyState>) -> serde_json::Value {
         let progress = self.progress.lock().await;
@@ -117,7 +127,19 @@ impl Rollout {
         let sample = self.collector.take();
         let settings = AnalysisSettings::from(&proxy.live.load().settings.rollout.analysis);
         let new_up = proxy.health.is_up(Side::New);
-        let report = report::evaluate(&sample, &settings, new_up, now);
+        let mut report = report::evaluate(&sample, &settings, new_up, now);
+        let shadow = shadow_since(&mut progress, proxy);
+        let generation = proxy.live.load();
+        let section = &generation.settings.rollout;
+        let shadow_step = progress.state.as_ref().is_some_and(|state| {
+            state.phase == Phase::Progressing
+                && section
+                    .steps
+                    .get(state.step_index)
+                    .is_some_and(|step| step.shadow)
+        });
+        let max_rate = section.analysis.max_shadow_mismatch_rate;
+        report::add_shadow(&mut report, shadow, &settings, max_rate, shadow_step);
         proxy.metrics.rollout.evaluated(&report);
         let evaluation = report.evaluation.clone();
         progress.last_report = Some(report);
@@ -178,10 +200,11 @@ impl Rollout {
             }
         }
         if let Some(state) = &progress.state {
-            proxy
-                .metrics
-                .rollout
-                .progress(state.phase, state.step_index);
+            (proxy.metrics.rollout).progress(state.phase, state.step_index);
+            let dark = section.enabled
+                && state.phase == Phase::Progressing
+                && (section.steps.get(state.step_index)).is_some_and(|step| step.shadow);
+            self.dark_launch.store(dark, Ordering::Relaxed);
         }
         if progress.state.as_ref() != Some(&before) {
             save(progress, proxy).await;
@@ -236,6 +259,21 @@ impl Rollout {
                 Err(proxy.live.load().settings.routing.new_percent)
             }
         }
+    }
+}
+
+/// What shadow traffic classified since the last call.
+fn shadow_since(progress: &mut Progress, proxy: &ProxyState) -> ShadowSample {
+    let now = (proxy.shadow.stats().counts(None)).map_or(ShadowSample::default(), |counts| {
+        ShadowSample {
+            classified: counts.classified(),
+            mismatched: counts.mismatched,
+        }
+    });
+    let seen = std::mem::replace(&mut progress.shadow_seen, now);
+    ShadowSample {
+        classified: now.classified.saturating_sub(seen.classified),
+        mismatched: now.mismatched.saturating_sub(seen.mismatched),
     }
 }
 

@@ -108,6 +108,7 @@ fn schedule() -> RolloutSection {
         percent: percent(value),
         hold: Duration::from_secs(hold_seconds),
         approval: false,
+        shadow: false,
     };
     RolloutSection {
         enabled: true,
@@ -127,6 +128,7 @@ fn schedule() -> RolloutSection {
             critical_error_rate: 0.05,
             passes_to_promote: NonZeroU32::new(3).unwrap(),
             failures_to_rollback: NonZeroU32::new(2).unwrap(),
+            max_shadow_mismatch_rate: 0.01,
         },
         ..RolloutSection::default()
     }

@@ -52,6 +52,9 @@ pub struct Request<'a> {
     pub other_up: bool,
     /// `generate.provider` is `anthropic`.
     pub paid_provider: bool,
+    /// A rollout's shadow step runs: shadowing is on even at `percent = 0` (then for every
+    /// eligible request).
+    pub dark_launch: bool,
 }
 
 /// `draw` gives a uniform number in `0..10_000` (a basis point), once or twice.
@@ -60,10 +63,14 @@ pub fn choose(
     request: Request<'_>,
     mut draw: impl FnMut() -> u32,
 ) -> Choice {
-    if !section.is_on() || !section.is_eligible(request.method, request.path) {
+    let percent = match (section.percent.basis_points(), request.dark_launch) {
+        (0, true) => 10_000,
+        (configured, _) => configured,
+    };
+    if percent == 0 || !section.is_eligible(request.method, request.path) {
         return Choice::No;
     }
-    if draw() >= section.percent.basis_points() {
+    if draw() >= percent {
         return Choice::No;
     }
     if request.paid_provider && request.path == common::routes::GENERATE {
@@ -111,6 +118,7 @@ mod tests {
             side: Side::Legacy,
             other_up: true,
             paid_provider: false,
+            dark_launch: false,
         }
     }
 
@@ -133,6 +141,22 @@ mod tests {
             Choice::Shadow { noise: true }
         );
         assert_eq!(choose(&on(5.0), health(&headers), || 500), Choice::No);
+    }
+
+    #[test]
+    fn a_dark_launch_shadows_every_eligible_request_when_percent_is_0() {
+        let headers = HeaderMap::new();
+        let dark = Request {
+            dark_launch: true,
+            ..health(&headers)
+        };
+        let off = ShadowSection::default();
+        assert!(matches!(
+            choose(&off, dark, || 9_999),
+            Choice::Shadow { .. }
+        ));
+        // A configured share is kept.
+        assert_eq!(choose(&on(5.0), dark, || 500), Choice::No);
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn schedule(steps: &[(f64, u64, bool)]) -> RolloutSection {
                 percent: percent(value),
                 hold: Duration::from_secs(hold),
                 approval,
+                shadow: false,
             })
             .collect(),
         on_failure: OnFailure::Rollback,

@@ -406,6 +406,7 @@ async fn shadows_never_count_in_the_rollout_judges_cohorts() {
             percent: percent(50.0),
             hold: Duration::from_secs(3_600),
             approval: false,
+            shadow: false,
         }];
         config.rollout.analysis.interval = Duration::from_millis(300);
     })
@@ -447,4 +448,111 @@ async fn shadows_never_count_in_the_rollout_judges_cohorts() {
     let counted = evaluation["canaryRequests"].as_u64().unwrap_or(0)
         + evaluation["baselineRequests"].as_u64().unwrap_or(0);
     assert!(counted <= 20, "{status:#}");
+}
+
+/// A dark launch: the first step at 0 % judged on shadow traffic alone, then users.
+fn dark_launch(config: &mut ProxyConfig) {
+    config.shadow.noise_percent = percent(100.0);
+    config.rollout.enabled = true;
+    config.rollout.steps = vec![
+        proxy::config::RolloutStep {
+            percent: percent(0.0),
+            hold: Duration::from_secs(1),
+            approval: false,
+            shadow: true,
+        },
+        proxy::config::RolloutStep {
+            percent: percent(100.0),
+            hold: Duration::ZERO,
+            approval: false,
+            shadow: false,
+        },
+    ];
+    let analysis = &mut config.rollout.analysis;
+    analysis.interval = Duration::from_millis(300);
+    analysis.min_requests = 10.try_into().expect("non-zero");
+    analysis.passes_to_promote = 2.try_into().expect("non-zero");
+    analysis.latency_tolerance = 2.0;
+}
+
+async fn rollout_of(stack: &Stack) -> Value {
+    client()
+        .get(format!("{}/admin/rollout", stack.proxy.admin_url))
+        .send()
+        .await
+        .expect("GET /admin/rollout")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// Sends `/health` requests until the rollout leaves its first step (bounded), checking that
+/// no user is served by new while it is on it; returns the rollout's status.
+async fn health_until_the_dark_launch_ends(stack: &Stack) -> Value {
+    let http = client();
+    let on_first_step =
+        |status: &Value| status["phase"] == "progressing" && status["stepIndex"] == 0;
+    for _ in 0..2_000 {
+        let mut served = Vec::new();
+        for _ in 0..10 {
+            let response = http.get(stack.url("/health")).send().await.expect("health");
+            let body: Value = response.json().await.expect("JSON");
+            served.push(body["backend"].clone());
+        }
+        let status = rollout_of(stack).await;
+        if !on_first_step(&status) {
+            return status;
+        }
+        // Still on the dark launch after the batch, so it ran through all of it.
+        assert!(
+            served.iter().all(|b| b == "legacy"),
+            "no user on new during the dark launch: {served:?}"
+        );
+    }
+    panic!(
+        "the dark launch never ended: {:#}\n{:#}",
+        rollout_of(stack).await,
+        report(stack).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dark_launch_judged_on_shadows_alone_moves_users_only_when_new_answers_alike() {
+    let stack = Stack::start_with(TestEnv::new(), 0.0, |config| {
+        dark_launch(config);
+        // Shadowing is off in [shadow]: the shadow step turns it on for itself.
+        config.shadow.percent = percent(0.0);
+    })
+    .await;
+    let status = health_until_the_dark_launch_ends(&stack).await;
+    assert_eq!(status["phase"], "completed", "{status:#}");
+    assert_eq!(status["currentPercent"], 100.0);
+    let report = report(&stack).await;
+    assert!(
+        route(&report, "/health")["matched"].as_u64() > Some(0),
+        "{report:#}"
+    );
+    assert_eq!(route(&report, "/health")["mismatched"], 0, "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dark_launch_of_a_new_that_answers_differently_never_moves_a_user() {
+    let (new, _server) = differing_new().await;
+    let stack = Stack::start_with(TestEnv::new(), 0.0, |config| {
+        config.backends.new.listen = new;
+        dark_launch(config);
+    })
+    .await;
+    let status = health_until_the_dark_launch_ends(&stack).await;
+    assert_eq!(status["phase"], "rolled_back", "{status:#}");
+    assert_eq!(status["rollbackReason"], "failures", "{status:#}");
+    let failed: Vec<&Value> = (status["lastEvaluation"]["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter())
+    .filter(|v| v["outcome"] == "fail")
+    .map(|v| &v["metric"])
+    .collect();
+    assert_eq!(failed, [&json!("shadow_mismatch")], "{status:#}");
+    assert_eq!(stack.config().routing.new_percent.as_percent(), 0.0);
 }
