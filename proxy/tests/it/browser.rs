@@ -11,9 +11,10 @@ use serde_json::json;
 use shared::testing::{eventually, forge};
 
 use proxy::config::Origin;
+use proxy::shadow::settings::{ShadowRoute, ShadowSection};
 use shared::testing::TestEnv;
 
-use crate::harness::{Stack, first_printed};
+use crate::harness::{Stack, first_printed, percent};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -495,6 +496,130 @@ async fn the_dashboard_approves_the_step_that_waits_for_an_operator() {
     browser.screenshot("rollout-approved").await;
     let on_disk = stack.config().routing.new_percent.as_percent();
     assert_eq!(on_disk, 1.0, "the first step's weight is written");
+    assert_eq!(browser.csp_violations().await, Vec::<String>::new());
+    browser.finish().await;
+}
+
+/// Shadowing every `GET /health`, with a noise call for each (as `shadow.rs`'s `shadow_all`),
+/// so the noise is learnt within the first 20 comparisons.
+fn shadow_health(config: &mut proxy::config::ProxyConfig) {
+    config.shadow = ShadowSection {
+        percent: percent(100.0),
+        noise_percent: percent(100.0),
+        routes: vec![ShadowRoute::parse("GET /health").expect("a route")],
+        ..config.shadow.clone()
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_shadow_comparisons_of_health_without_mismatch() {
+    let stack = Stack::start_with(TestEnv::new(), 50.0, shadow_health).await;
+    let http = shared::testing::client::client();
+    for _ in 0..40 {
+        http.get(stack.url("/health"))
+            .send()
+            .await
+            .expect("GET /health");
+    }
+    let browser = Browser::start().await;
+    browser.watch_csp().await;
+    browser
+        .client
+        .goto(&format!("{}/admin/", stack.proxy.admin_url))
+        .await
+        .expect("open the dashboard");
+    let counted = |t: &str| t.parse::<u64>().is_ok_and(|n| n > 0);
+    let row = r#"#shadow-routes tr[data-route="/health"]"#;
+    browser
+        .text_of(&format!("{row} [data-field=compared]"), counted)
+        .await;
+    // Past the noise's warm-up: comparisons are classified, and none is a mismatch.
+    browser
+        .text_of(&format!("{row} [data-field=matched]"), counted)
+        .await;
+    browser
+        .text_of(&format!("{row} [data-field=mismatched]"), |t| t == "0")
+        .await;
+    browser
+        .text_of(&format!("{row} [data-field=mismatch-rate]"), |t| t == "0 %")
+        .await;
+    browser
+        .text_of("#shadow-overall [data-field=compared]", counted)
+        .await;
+    browser
+        .text_of("#shadow-overall [data-field=mismatched]", |t| t == "0")
+        .await;
+    browser
+        .text_of("#shadow-overall [data-field=mismatch-rate]", |t| t == "0 %")
+        .await;
+    browser.text_of("#shadow-state", |t| t == "comparing").await;
+    let mismatching = (browser.client)
+        .find_all(Locator::Css("#shadow-fields tr[data-verdict=mismatch]"))
+        .await
+        .expect("a query");
+    assert!(mismatching.is_empty(), "no field of /health is a mismatch");
+    let idle = (browser.client.find(Locator::Css("#shadow-idle")).await)
+        .expect("the idle note")
+        .is_displayed()
+        .await
+        .expect("its visibility");
+    assert!(
+        !idle,
+        "the 'off or idle' note is hidden once comparisons came"
+    );
+    browser.screenshot("dashboard-shadow").await;
+
+    // The fields table, from a report with markup in every string it shows: rendered as
+    // text, each row with its stable attributes and its verdict's style.
+    let hostile = json!({
+        "thresholds": {"relative": 0.2, "absolute": 0.0003, "minNoiseComparisons": 20},
+        "overall": {"compared": 3, "matched": 1, "mismatched": 1, "noiseOnly": 1, "unclassified": 0,
+            "noiseCompared": 3, "bodySkipped": 0, "skipped": 0, "dropped": 0, "timedOut": 0,
+            "mismatchRate": 0.3333},
+        "routes": [{
+            "route": "/x\"<b class=injected>", "compared": 3, "matched": 1, "mismatched": 1,
+            "noiseOnly": 1, "unclassified": 0, "noiseCompared": 3, "bodySkipped": 0, "skipped": 0,
+            "dropped": 0, "timedOut": 0, "mismatchRate": 0.3333, "warmingUp": false,
+            "fields": [
+                {"field": "$.<b class=injected>", "crossCompared": 3, "crossDiffered": 1,
+                 "crossRate": 0.3333, "noiseCompared": 3, "noiseDiffered": 0, "noiseRate": 0.0,
+                 "verdict": "mismatch", "samples": [{"a": "\"<b class=injected>\"", "b": "\"b\""}]},
+                {"field": "$.id", "crossCompared": 3, "crossDiffered": 3, "crossRate": 1.0,
+                 "noiseCompared": 3, "noiseDiffered": 3, "noiseRate": 1.0, "verdict": "noise",
+                 "samples": []},
+                {"field": "other", "crossCompared": 3, "crossDiffered": 1, "crossRate": 0.3333,
+                 "noiseCompared": 0, "noiseDiffered": 0, "noiseRate": null, "verdict": "pending",
+                 "samples": [{"field": "$.<i>", "a": "1", "b": "2"}]}
+            ]
+        }]
+    });
+    let shown = (browser.client)
+        .execute(
+            "renderShadow(arguments[0]); \
+             const rows = [...document.querySelectorAll('#shadow-fields tr[data-route][data-field][data-verdict]')]; \
+             return { \
+               rows: rows.map((r) => [r.dataset.route, r.dataset.field, r.dataset.verdict, \
+                 r.querySelector('.verdict').className, r.querySelector('[data-field=cross-rate]').textContent, \
+                 r.querySelector('[data-field=noise-rate]').textContent]), \
+               samples: rows.map((r) => [...r.querySelectorAll('.samples li')].map((li) => li.textContent)), \
+               injected: document.querySelectorAll('#shadow .injected, #shadow i').length };",
+            vec![hostile],
+        )
+        .await
+        .expect("script runs");
+    let route = "/x\"<b class=injected>";
+    assert_eq!(
+        shown,
+        json!({
+            "rows": [
+                [route, "$.<b class=injected>", "mismatch", "verdict verdict-mismatch", "33.33 %", "0 %"],
+                [route, "$.id", "noise", "verdict verdict-noise", "100 %", "100 %"],
+                [route, "other", "pending", "verdict verdict-pending", "33.33 %", "–"],
+            ],
+            "samples": [["legacy\"<b class=injected>\" new\"b\""], [], ["$.<i> legacy1 new2"]],
+            "injected": 0,
+        })
+    );
     assert_eq!(browser.csp_violations().await, Vec::<String>::new());
     browser.finish().await;
 }
