@@ -163,20 +163,7 @@ mod tests {
 
     /// `requests` per cohort on `route`, new failing `canary_errors` of them.
     fn sample(route: &str, requests: u32, canary_errors: u32) -> IntervalSample {
-        let mut sample = IntervalSample::default();
-        let route = RouteLabel::of(route);
-        for i in 0..requests {
-            // Latencies spread over the same range in both cohorts.
-            let latency = Duration::from_micros(1_000 + u64::from(i % 97) * 10);
-            let status = if i < canary_errors {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::OK
-            };
-            sample.record(CohortKind::Canary, route, status, latency);
-            sample.record(CohortKind::Baseline, route, StatusCode::OK, latency);
-        }
-        sample
+        add(IntervalSample::default(), route, requests, canary_errors)
     }
 
     fn add(

@@ -184,6 +184,19 @@ fn loopback_of(address: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Serves `app` on a free loopback port until the handle is dropped or aborted: a stand-in
+/// for a backend that misbehaves in a way the test chooses.
+pub async fn serve_stand_in(app: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(LOOPBACK_ANY_PORT)
+        .await
+        .expect("bind a loopback port");
+    let address = listener.local_addr().expect("an address");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (address, server)
+}
+
 /// Polls `url` until it answers at all (bounded), so tests never guess a start-up time.
 pub async fn wait_until_answers(url: &str) {
     let client = client();

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use shared::testing::client::client;
 use shared::testing::{TestEnv, eventually};
 
-use crate::harness::{ChildProxy, Refusing, Stack, percent, start_legacy};
+use crate::harness::{ChildProxy, Refusing, Stack, percent, serve_stand_in, start_legacy};
 
 /// Steps of `(percent, hold in seconds, approval)`, judged every 300 ms on a few dozen
 /// requests, so a rollout runs in seconds.
@@ -74,6 +74,17 @@ async fn wait_for_status(
         let status = rollout_status(admin_url).await;
         done(&status).then_some(status)
     })
+    .await
+}
+
+/// Waits until the rollout has entered its first step.
+async fn first_step_entered(admin_url: &str) -> Value {
+    wait_for_status(
+        admin_url,
+        "the first step is entered",
+        Duration::from_secs(10),
+        |s| s["phase"] == "progressing",
+    )
     .await
 }
 
@@ -170,14 +181,7 @@ async fn failing_new(fail_one_in: u64) -> (SocketAddr, tokio::task::JoinHandle<(
     let app = Router::new()
         .route("/health", get(|| async { r#"{"status":"ok"}"# }))
         .route("/api/auth/verify", post(verify));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let address = listener.local_addr().expect("an address");
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (address, server)
+    serve_stand_in(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,13 +214,7 @@ async fn a_misbehaving_new_backend_is_rolled_back_and_the_file_says_zero_with_it
         Vec::<Refusing>::new(),
     )
     .await;
-    let entered = wait_for_status(
-        &proxy.admin_url,
-        "the first step is entered",
-        Duration::from_secs(10),
-        |s| s["phase"] == "progressing",
-    )
-    .await;
+    let entered = first_step_entered(&proxy.admin_url).await;
     assert_eq!(entered["currentPercent"], 20.0);
 
     let load = Load::start(format!("{}/api/auth/verify", proxy.base_url), true);
@@ -268,15 +266,7 @@ async fn slow_new(delay: Duration) -> (SocketAddr, tokio::task::JoinHandle<()>) 
         tokio::time::sleep(delay).await;
         r#"{"status":"ok"}"#
     };
-    let app = Router::new().route("/health", get(health));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let address = listener.local_addr().expect("an address");
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (address, server)
+    serve_stand_in(Router::new().route("/health", get(health))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,13 +378,7 @@ async fn a_restart_mid_hold_resumes_the_same_step_with_the_hold_already_served()
         config.rollout = schedule(&[(10.0, 3_600, false), (100.0, 0, false)]);
     })
     .await;
-    let before = wait_for_status(
-        &stack.proxy.admin_url,
-        "the first step is entered",
-        Duration::from_secs(10),
-        |s| s["phase"] == "progressing",
-    )
-    .await;
+    let before = first_step_entered(&stack.proxy.admin_url).await;
     // Evaluations are made, and the hold runs, before the restart.
     wait_evaluations(&stack.proxy.admin_url, 2).await;
 
@@ -422,13 +406,7 @@ async fn a_hand_edit_of_new_percent_pauses_the_controller_which_never_overrides_
     })
     .await;
     let admin = &stack.proxy.admin_url;
-    wait_for_status(
-        admin,
-        "the first step is entered",
-        Duration::from_secs(10),
-        |s| s["phase"] == "progressing",
-    )
-    .await;
+    first_step_entered(admin).await;
     stack.set_percent(33.0).await;
     let status = wait_for_status(
         admin,
@@ -528,13 +506,7 @@ async fn new_going_down_mid_rollout_rolls_back() {
     })
     .await;
     let admin = stack.proxy.admin_url.clone();
-    wait_for_status(
-        &admin,
-        "the first step is entered",
-        Duration::from_secs(10),
-        |s| s["phase"] == "progressing",
-    )
-    .await;
+    first_step_entered(&admin).await;
     drop(stack.new.take());
     let status = wait_for_status(
         &admin,
@@ -555,13 +527,7 @@ async fn requests_forced_by_the_override_header_count_in_neither_cohort() {
     })
     .await;
     let admin = &stack.proxy.admin_url;
-    wait_for_status(
-        admin,
-        "the first step is entered",
-        Duration::from_secs(10),
-        |s| s["phase"] == "progressing",
-    )
-    .await;
+    first_step_entered(admin).await;
     // An evaluation boundary, so the next interval holds only what is sent below.
     wait_evaluations(admin, 1).await;
     let http = client();

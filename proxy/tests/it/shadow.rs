@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use shared::testing::client::client;
 use shared::testing::{TestEnv, eventually};
 
-use crate::harness::{Stack, percent};
+use crate::harness::{Stack, percent, serve_stand_in};
 
 /// Shadowing every eligible request, and a noise call for every one, so a test learns the
 /// noise in a few dozen requests.
@@ -115,18 +115,7 @@ async fn differing_new() -> (SocketAddr, tokio::task::JoinHandle<()>) {
             }))
         }
     };
-    serve(Router::new().route("/health", get(health))).await
-}
-
-async fn serve(app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let address = listener.local_addr().expect("an address");
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (address, server)
+    serve_stand_in(Router::new().route("/health", get(health))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +173,7 @@ async fn sleepy_new() -> (SocketAddr, tokio::task::JoinHandle<()>) {
         }
         axum::Json(json!({"status": "ok", "backend": "new", "version": "0.1.0"}))
     };
-    serve(Router::new().route("/health", get(health))).await
+    serve_stand_in(Router::new().route("/health", get(health))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +347,7 @@ async fn truncating_new() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let app = Router::new()
         .route("/health", get(health))
         .route("/api/ai/generate", axum::routing::post(generate));
-    serve(app).await
+    serve_stand_in(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
