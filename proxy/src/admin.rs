@@ -15,6 +15,18 @@ use crate::routing::Side;
 use crate::security_headers;
 use crate::state::ProxyState;
 
+const DASHBOARD: &[u8] = include_bytes!("../web/dashboard.html");
+
+/// What the dashboard may do: run its one inline script and style (by their SHA-256, checked
+/// by a test below against the page), call the admin API on its own origin, nothing else.
+const DASHBOARD_CSP: &str = concat!(
+    "default-src 'none'; ",
+    "script-src 'sha256-g+f9+k3/ivjC4WOqHhUAUpNev0xXR1jSBbvLlZqAZjI='; ",
+    "style-src 'sha256-VtsutsZiC/2lm1zTtRLO1/9tga++Jmr8Lrqj6JT1htM='; ",
+    "connect-src 'self'; img-src 'self' data:; form-action 'none'; ",
+    "frame-ancestors 'self'; base-uri 'none'"
+);
+
 pub struct AdminApp {
     pub state: Arc<ProxyState>,
 }
@@ -108,10 +120,14 @@ impl AdminApp {
                     serde_json::to_vec(&report).unwrap_or_default(),
                 )
             }
-            "/admin" | "/admin/" => ok(
-                "text/html; charset=utf-8",
-                include_bytes!("../web/dashboard.html").to_vec(),
-            ),
+            "/admin" | "/admin/" => {
+                let mut page = ok("text/html; charset=utf-8", DASHBOARD.to_vec());
+                page.headers_mut().insert(
+                    http::header::CONTENT_SECURITY_POLICY,
+                    http::HeaderValue::from_static(DASHBOARD_CSP),
+                );
+                page
+            }
             _ => ProxyAnswer::NotFound.to_response(),
         }
     }
@@ -160,6 +176,48 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>,
                 tracing::debug!(%error, "admin: cannot read a request body");
                 return Err(api::unreadable_body());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use sha2::Digest;
+
+    use super::{DASHBOARD, DASHBOARD_CSP};
+
+    fn inline(page: &str, tag: &str) -> String {
+        let open = format!("<{tag}>");
+        let start = page.find(&open).unwrap() + open.len();
+        let end = page[start..].find(&format!("</{tag}>")).unwrap() + start;
+        page[start..end].to_owned()
+    }
+
+    #[test]
+    fn the_dashboards_csp_allows_exactly_its_inline_script_and_style() {
+        let page = std::str::from_utf8(DASHBOARD).unwrap();
+        for (directive, tag) in [("script-src", "script"), ("style-src", "style")] {
+            assert_eq!(page.matches(&format!("<{tag}")).count(), 1, "one <{tag}>");
+            let digest = sha2::Sha256::digest(inline(page, tag).as_bytes());
+            let hash = base64::engine::general_purpose::STANDARD.encode(digest);
+            let expected = format!("{directive} 'sha256-{hash}';");
+            assert!(
+                DASHBOARD_CSP.contains(&expected),
+                "the dashboard's <{tag}> changed: put {expected:?} in DASHBOARD_CSP"
+            );
+        }
+        for blocked in [
+            " style=\"",
+            " onclick=",
+            " onload=",
+            "<script src",
+            "javascript:",
+        ] {
+            assert!(
+                !page.contains(blocked),
+                "the dashboard uses {blocked:?}, which its CSP blocks"
+            );
         }
     }
 }
