@@ -179,14 +179,14 @@ mod tests {
                 "overall": {
                     "compared": 2, "matched": 1, "mismatched": 1, "noiseOnly": 0,
                     "unclassified": 0, "noiseCompared": 1, "bodySkipped": 0, "skipped": 0,
-                    "dropped": 0, "timedOut": 1, "mismatchRate": 0.5
+                    "dropped": 0, "failed": 0, "incomplete": 0, "timedOut": 1, "mismatchRate": 0.5
                 },
                 "routes": [
                     {
                         "route": "/api/auth/login",
                         "compared": 2, "matched": 1, "mismatched": 1, "noiseOnly": 0,
                         "unclassified": 0, "noiseCompared": 1, "bodySkipped": 0, "skipped": 0,
-                        "dropped": 0, "timedOut": 0, "mismatchRate": 0.5,
+                        "dropped": 0, "failed": 0, "incomplete": 0, "timedOut": 0, "mismatchRate": 0.5,
                         "warmingUp": false,
                         "fields": [
                             {
@@ -209,7 +209,7 @@ mod tests {
                         "route": "/health",
                         "compared": 0, "matched": 0, "mismatched": 0, "noiseOnly": 0,
                         "unclassified": 0, "noiseCompared": 0, "bodySkipped": 0, "skipped": 0,
-                        "dropped": 0, "timedOut": 1, "mismatchRate": null,
+                        "dropped": 0, "failed": 0, "incomplete": 0, "timedOut": 1, "mismatchRate": null,
                         "warmingUp": true,
                         "fields": []
                     }

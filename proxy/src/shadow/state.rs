@@ -99,8 +99,14 @@ impl ShadowState {
                 self.stats().record_timed_out(route);
                 metrics.ended(route, "timed_out");
             }
-            Ended::Failed => metrics.ended(route, "failed"),
-            Ended::PrimaryIncomplete => metrics.ended(route, "incomplete"),
+            Ended::Failed => {
+                self.stats().record_failed(route);
+                metrics.ended(route, "failed");
+            }
+            Ended::PrimaryIncomplete => {
+                self.stats().record_incomplete(route);
+                metrics.ended(route, "incomplete");
+            }
         }
     }
 }

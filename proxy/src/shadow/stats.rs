@@ -85,6 +85,10 @@ pub struct Outcomes {
     pub skipped: u64,
     pub dropped: u64,
     pub timed_out: u64,
+    /// Shadows whose side could not be reached or broke the exchange, and those whose
+    /// primary answer never completed (the client went away): neither was compared.
+    pub failed: u64,
+    pub incomplete: u64,
 }
 
 impl Outcomes {
@@ -110,6 +114,8 @@ impl Outcomes {
         self.skipped += other.skipped;
         self.dropped += other.dropped;
         self.timed_out += other.timed_out;
+        self.failed += other.failed;
+        self.incomplete += other.incomplete;
     }
 }
 
@@ -340,6 +346,14 @@ impl Stats {
 
     pub fn record_timed_out(&mut self, route: &'static str) {
         self.routes.entry(route).or_default().outcomes.timed_out += 1;
+    }
+
+    pub fn record_failed(&mut self, route: &'static str) {
+        self.routes.entry(route).or_default().outcomes.failed += 1;
+    }
+
+    pub fn record_incomplete(&mut self, route: &'static str) {
+        self.routes.entry(route).or_default().outcomes.incomplete += 1;
     }
 
     /// One route's counters, or every route's summed (`None`); `None` for a route never seen.
