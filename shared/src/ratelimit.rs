@@ -118,25 +118,27 @@ impl SqliteRateLimitStore {
         self.db
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Cached per connection: parsed once, not on every decision.
                 let state = tx
-                    .query_row(
-                        "SELECT tokens, updated_ms FROM rate_buckets WHERE key = ?1",
-                        [&key],
-                        |row| {
-                            Ok(BucketState {
-                                tokens: row.get(0)?,
-                                updated_ms: row.get(1)?,
-                            })
-                        },
-                    )
+                    .prepare_cached("SELECT tokens, updated_ms FROM rate_buckets WHERE key = ?1")?
+                    .query_row([&key], |row| {
+                        Ok(BucketState {
+                            tokens: row.get(0)?,
+                            updated_ms: row.get(1)?,
+                        })
+                    })
                     .optional()?;
                 let (state, decision) = apply(bucket, state, now_ms, cost);
                 if cost > 0.0 {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO rate_buckets (key, tokens, updated_ms) VALUES (?1, ?2, ?3)
                          ON CONFLICT(key) DO UPDATE SET tokens = ?2, updated_ms = ?3",
-                        rusqlite::params![key, state.tokens, state.updated_ms],
-                    )?;
+                    )?
+                    .execute(rusqlite::params![
+                        key,
+                        state.tokens,
+                        state.updated_ms
+                    ])?;
                 }
                 tx.commit()?;
                 Ok(decision)
