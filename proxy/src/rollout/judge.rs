@@ -485,44 +485,24 @@ fn judge_latency(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollout::synthetic::{LEGACY, Traffic, standard_normal};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
-    /// Synthetic traffic for one cohort: log-normal latencies (median `median_ms`, log
-    /// spread `sigma`) and a 5xx share, drawn from `rng`.
-    struct Traffic {
-        error_rate: f64,
-        median_ms: f64,
-        sigma: f64,
+    trait Draw {
+        /// A cohort of `requests` drawn from this traffic.
+        fn cohort(&self, requests: u64, rng: &mut StdRng) -> Cohort;
     }
 
-    const LEGACY: Traffic = Traffic {
-        error_rate: 0.005,
-        median_ms: 40.0,
-        sigma: 0.5,
-    };
-
-    impl Traffic {
+    impl Draw for Traffic {
         fn cohort(&self, requests: u64, rng: &mut StdRng) -> Cohort {
             let mut cohort = Cohort::default();
             for _ in 0..requests {
-                let status = if rng.random_bool(self.error_rate) {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::OK
-                };
-                let latency_ms = self.median_ms * (self.sigma * standard_normal(rng)).exp();
-                cohort.record(status, Duration::from_secs_f64(latency_ms / 1_000.0), rng);
+                let (status, latency) = self.response(rng);
+                cohort.record(status, latency, rng);
             }
             cohort
         }
-    }
-
-    /// Box–Muller: rand 0.9 without rand_distr has no normal distribution.
-    fn standard_normal(rng: &mut StdRng) -> f64 {
-        let u1: f64 = 1.0 - rng.random::<f64>(); // in (0, 1], so ln is finite
-        let u2: f64 = rng.random();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
     fn verdict(judgement: &Judgement, metric: Metric) -> &MetricVerdict {
@@ -531,13 +511,6 @@ mod tests {
             .iter()
             .find(|v| v.metric == metric)
             .unwrap()
-    }
-
-    fn slower(factor: f64) -> Traffic {
-        Traffic {
-            median_ms: LEGACY.median_ms * factor,
-            ..LEGACY
-        }
     }
 
     #[test]
@@ -603,7 +576,7 @@ mod tests {
         let settings = AnalysisSettings::default();
         let mut rng = StdRng::seed_from_u64(3);
         let judgement = judge(
-            &slower(1.30).cohort(1_000, &mut rng),
+            &LEGACY.slower(1.30).cohort(1_000, &mut rng),
             &LEGACY.cohort(1_000, &mut rng),
             &settings,
         );
@@ -617,7 +590,10 @@ mod tests {
             Outcome::Fail
         );
         // Not a fluke of one seed: every one of 100 evaluations fails.
-        assert_eq!(share_of(Outcome::Fail, &slower(1.30), 1_000, 100, 30), 1.0);
+        assert_eq!(
+            share_of(Outcome::Fail, &LEGACY.slower(1.30), 1_000, 100, 30),
+            1.0
+        );
     }
 
     #[test]
@@ -625,7 +601,7 @@ mod tests {
         let settings = AnalysisSettings::default();
         let mut rng = StdRng::seed_from_u64(3);
         let judgement = judge(
-            &slower(1.05).cohort(1_000, &mut rng),
+            &LEGACY.slower(1.05).cohort(1_000, &mut rng),
             &LEGACY.cohort(1_000, &mut rng),
             &settings,
         );
@@ -637,7 +613,7 @@ mod tests {
         // Within the tolerance, so it should pass nearly always, at small and large samples
         // alike (the reservoir caps both at 2,048 latencies).
         for (requests, seed) in [(1_000, 51), (5_000, 52)] {
-            let passed = share_of(Outcome::Pass, &slower(1.05), requests, 200, seed);
+            let passed = share_of(Outcome::Pass, &LEGACY.slower(1.05), requests, 200, seed);
             assert!(passed >= 0.98, "{passed} passed at {requests} requests");
         }
     }
@@ -678,7 +654,7 @@ mod tests {
         let settings = AnalysisSettings::default();
         let mut rng = StdRng::seed_from_u64(4);
         for (canary_requests, baseline_requests) in [(499, 5_000), (5_000, 499), (0, 0)] {
-            let canary = slower(2.0).cohort(canary_requests, &mut rng);
+            let canary = LEGACY.slower(2.0).cohort(canary_requests, &mut rng);
             let baseline = LEGACY.cohort(baseline_requests, &mut rng);
             let judgement = judge(&canary, &baseline, &settings);
             assert_eq!(

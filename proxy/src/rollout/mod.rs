@@ -19,6 +19,8 @@ pub mod runner;
 #[cfg(test)]
 mod simulation;
 pub mod stats;
+#[cfg(test)]
+mod synthetic;
 
 use serde::{Deserialize, Serialize};
 

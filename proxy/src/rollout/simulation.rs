@@ -21,7 +21,6 @@
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::StatusCode;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -31,6 +30,7 @@ use super::controller::{
 };
 use super::judge::{AnalysisSettings, Metric};
 use super::report::{self, Report};
+use super::synthetic::{LEGACY, Traffic};
 use super::{CriticalReason, Outcome};
 use crate::config::{AnalysisSection, Percent, RolloutSection, RolloutStep};
 use crate::metrics::RouteLabel;
@@ -50,52 +50,6 @@ const ROUTE: &str = common::routes::VERIFY;
 
 /// An upper bound on any rollout here: one that passes everything takes nine intervals.
 const MAX_INTERVALS: u32 = 200;
-
-/// Synthetic behaviour of one backend: a 5xx share and log-normal latencies (median
-/// `median_ms`, log spread `sigma`), as in the judge's own tests.
-#[derive(Debug, Clone, Copy)]
-struct Traffic {
-    error_rate: f64,
-    median_ms: f64,
-    sigma: f64,
-}
-
-const LEGACY: Traffic = Traffic {
-    error_rate: 0.005,
-    median_ms: 40.0,
-    sigma: 0.5,
-};
-
-impl Traffic {
-    fn with_error_rate(self, error_rate: f64) -> Self {
-        Self { error_rate, ..self }
-    }
-
-    /// The same errors, every latency `factor` times as long (so the median too).
-    fn slower(self, factor: f64) -> Self {
-        Self {
-            median_ms: self.median_ms * factor,
-            ..self
-        }
-    }
-
-    fn response(&self, rng: &mut SmallRng) -> (StatusCode, Duration) {
-        let status = if rng.random_bool(self.error_rate) {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::OK
-        };
-        let latency_ms = self.median_ms * (self.sigma * standard_normal(rng)).exp();
-        (status, Duration::from_secs_f64(latency_ms / 1_000.0))
-    }
-}
-
-/// Box–Muller: rand 0.9 without rand_distr has no normal distribution.
-fn standard_normal(rng: &mut SmallRng) -> f64 {
-    let u1: f64 = 1.0 - rng.random::<f64>(); // in (0, 1], so ln is finite
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
 
 fn percent(value: f64) -> Percent {
     Percent::from_percent(value).unwrap()

@@ -49,6 +49,23 @@ impl Comparison {
     }
 }
 
+#[cfg(test)]
+impl Comparison {
+    /// A comparison that found these `(field, a, b)`, as `compare` would hand it over.
+    pub(crate) fn found(diffs: &[(&str, &str, &str)]) -> Self {
+        Comparison {
+            diffs: (diffs.iter())
+                .map(|(field, a, b)| FieldDiff {
+                    field: FieldPath::new(*field),
+                    a: (*a).to_owned(),
+                    b: (*b).to_owned(),
+                })
+                .collect(),
+            body: BodyCheck::Compared,
+        }
+    }
+}
+
 /// Compares `a` and `b`, two answers to one request on `route` (a `RouteLabel`'s label).
 pub fn compare(
     route: &str,

@@ -135,24 +135,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::shadow::diff::{BodyCheck, Comparison};
-    use crate::shadow::field::FieldDiff;
+    use crate::shadow::diff::Comparison;
     use crate::shadow::noise::Thresholds;
     use crate::shadow::stats::Limits;
-
-    fn found(fields: &[(&str, &str, &str)]) -> Comparison {
-        Comparison {
-            diffs: fields
-                .iter()
-                .map(|(field, a, b)| FieldDiff {
-                    field: FieldPath::new(*field),
-                    a: (*a).to_owned(),
-                    b: (*b).to_owned(),
-                })
-                .collect(),
-            body: BodyCheck::Compared,
-        }
-    }
 
     #[test]
     fn the_admin_document() {
@@ -164,12 +149,12 @@ mod tests {
             Limits::default(),
         );
         let login = "/api/auth/login";
-        stats.record_noise(login, &found(&[("$.id", "1", "2")]));
+        stats.record_noise(login, &Comparison::found(&[("$.id", "1", "2")]));
         stats.record_cross(
             login,
-            &found(&[("$.id", "3", "4"), ("$.user.email", "\"a\"", "\"b\"")]),
+            &Comparison::found(&[("$.id", "3", "4"), ("$.user.email", "\"a\"", "\"b\"")]),
         );
-        stats.record_cross(login, &found(&[]));
+        stats.record_cross(login, &Comparison::found(&[]));
         stats.record_timed_out("/health");
         let report = serde_json::to_value(stats.report()).unwrap();
         assert_eq!(

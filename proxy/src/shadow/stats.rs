@@ -428,21 +428,6 @@ mod tests {
         CapturedResponse::new(StatusCode::OK, headers, body.to_string())
     }
 
-    /// A comparison that found these `(field, a, b)`, as the diff would hand it over.
-    fn found(diffs: &[(&str, &str, &str)]) -> Comparison {
-        Comparison {
-            diffs: diffs
-                .iter()
-                .map(|(field, a, b)| FieldDiff {
-                    field: FieldPath::new(*field),
-                    a: (*a).to_owned(),
-                    b: (*b).to_owned(),
-                })
-                .collect(),
-            body: BodyCheck::Compared,
-        }
-    }
-
     fn without_warm_up() -> Stats {
         Stats::new(
             Thresholds {
@@ -528,7 +513,7 @@ mod tests {
     #[test]
     fn a_comparison_is_counted_with_the_rates_known_then() {
         let mut stats = without_warm_up();
-        let x = found(&[("$.x", "1", "2")]);
+        let x = Comparison::found(&[("$.x", "1", "2")]);
         let cases = [
             // No noise measured: the difference looks real.
             (Kind::Cross, Some(Outcome::Mismatched)),
@@ -539,7 +524,10 @@ mod tests {
         for (kind, expected) in cases {
             assert_eq!(stats.record(kind, LOGIN, &x), expected);
         }
-        assert_eq!(stats.record_cross(LOGIN, &found(&[])), Outcome::Matched);
+        assert_eq!(
+            stats.record_cross(LOGIN, &Comparison::found(&[])),
+            Outcome::Matched
+        );
         let counts = stats.counts(Some(LOGIN)).unwrap();
         // The first stays counted as it was; the field's verdict is today's.
         assert_eq!(
@@ -553,10 +541,10 @@ mod tests {
     #[test]
     fn one_real_mismatch_among_noise_makes_the_comparison_mismatched() {
         let mut stats = without_warm_up();
-        stats.record_noise(LOGIN, &found(&[("$.id", "a", "b")]));
-        let both = found(&[("$.id", "c", "d"), ("$.email", "x", "y")]);
+        stats.record_noise(LOGIN, &Comparison::found(&[("$.id", "a", "b")]));
+        let both = Comparison::found(&[("$.id", "c", "d"), ("$.email", "x", "y")]);
         assert_eq!(stats.record_cross(LOGIN, &both), Outcome::Mismatched);
-        let id_only = found(&[("$.id", "e", "f")]);
+        let id_only = Comparison::found(&[("$.id", "e", "f")]);
         assert_eq!(stats.record_cross(LOGIN, &id_only), Outcome::NoiseOnly);
     }
 
@@ -569,13 +557,13 @@ mod tests {
             },
             Limits::default(),
         );
-        let mut cut = found(&[]);
+        let mut cut = Comparison::found(&[]);
         cut.body = BodyCheck::SkippedTruncated;
         stats.record_noise(LOGIN, &cut);
         stats.record_noise(LOGIN, &cut);
         stats.record_cross(LOGIN, &cut);
         // Two noise comparisons, neither with bodies: `$.a` cannot be judged yet, `status` can.
-        let outcome = stats.record_cross(LOGIN, &found(&[("$.a", "1", "2")]));
+        let outcome = stats.record_cross(LOGIN, &Comparison::found(&[("$.a", "1", "2")]));
         assert_eq!(outcome, Outcome::Unclassified);
         assert_eq!(stats.verdict(LOGIN, "$.a"), Some(Verdict::Pending));
         assert_eq!(
@@ -587,7 +575,7 @@ mod tests {
                 noise_differed: 0,
             }
         );
-        let outcome = stats.record_cross(LOGIN, &found(&[("status", "200", "500")]));
+        let outcome = stats.record_cross(LOGIN, &Comparison::found(&[("status", "200", "500")]));
         assert_eq!(outcome, Outcome::Mismatched);
         assert_eq!(
             stats.field_counts(LOGIN, "status").unwrap().cross_compared,
@@ -605,7 +593,7 @@ mod tests {
                 max_samples: 5,
             },
         );
-        let five = found(&[
+        let five = Comparison::found(&[
             ("$.a", "1", "2"),
             ("$.b", "1", "2"),
             ("$.c", "1", "2"),
@@ -615,7 +603,10 @@ mod tests {
         stats.record_cross(LOGIN, &five);
         stats.record_noise(LOGIN, &five);
         // A known field keeps its own counts; a new one joins `other`.
-        stats.record_cross(LOGIN, &found(&[("$.a", "1", "2"), ("$.f", "1", "2")]));
+        stats.record_cross(
+            LOGIN,
+            &Comparison::found(&[("$.a", "1", "2"), ("$.f", "1", "2")]),
+        );
         let cases = [
             ("$.a", Some((2, 1))),
             ("$.b", Some((1, 1))),
@@ -661,7 +652,7 @@ mod tests {
             let bearer = format!("Bearer {jwt}");
             stats.record_cross(
                 LOGIN,
-                &found(&[
+                &Comparison::found(&[
                     ("$.name", a.as_str(), b.as_str()),
                     ("$.password", a.as_str(), b.as_str()),
                     ("$.user.accessToken", a.as_str(), b.as_str()),
@@ -718,10 +709,10 @@ mod tests {
     #[test]
     fn rates_over_all_routes() {
         let mut stats = without_warm_up();
-        stats.record_cross(LOGIN, &found(&[("$.x", "1", "2")]));
-        stats.record_cross(LOGIN, &found(&[]));
-        stats.record_cross("/health", &found(&[]));
-        stats.record_cross("/health", &found(&[]));
+        stats.record_cross(LOGIN, &Comparison::found(&[("$.x", "1", "2")]));
+        stats.record_cross(LOGIN, &Comparison::found(&[]));
+        stats.record_cross("/health", &Comparison::found(&[]));
+        stats.record_cross("/health", &Comparison::found(&[]));
         assert_eq!(stats.mismatch_rate(Some(LOGIN)), Some(0.5));
         assert_eq!(stats.mismatch_rate(Some("/health")), Some(0.0));
         assert_eq!(stats.mismatch_rate(None), Some(0.25));

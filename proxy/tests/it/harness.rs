@@ -197,6 +197,18 @@ pub async fn serve_stand_in(app: axum::Router) -> (SocketAddr, tokio::task::Join
     (address, server)
 }
 
+/// The admin listener's `/metrics`, as text.
+pub async fn metrics_text(admin_url: &str) -> String {
+    client()
+        .get(format!("{admin_url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics")
+}
+
 /// Polls `url` until it answers at all (bounded), so tests never guess a start-up time.
 pub async fn wait_until_answers(url: &str) {
     let client = client();

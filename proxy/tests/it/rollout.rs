@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use shared::testing::client::client;
 use shared::testing::{TestEnv, eventually};
 
-use crate::harness::{ChildProxy, Refusing, Stack, percent, serve_stand_in, start_legacy};
+use crate::harness::{
+    ChildProxy, Refusing, Stack, metrics_text, percent, serve_stand_in, start_legacy,
+};
 
 /// Steps of `(percent, hold in seconds, approval)`, judged every 300 ms on a few dozen
 /// requests, so a rollout runs in seconds.
@@ -86,6 +88,16 @@ async fn first_step_entered(admin_url: &str) -> Value {
         |s| s["phase"] == "progressing",
     )
     .await
+}
+
+/// A stack whose rollout holds (for an hour) at `percent` on its first step, once it is there.
+async fn holding_at(percent: f64) -> Stack {
+    let stack = Stack::start_with(TestEnv::new(), 0.0, |config| {
+        config.rollout = schedule(&[(percent, 3_600, false), (100.0, 0, false)]);
+    })
+    .await;
+    first_step_entered(&stack.proxy.admin_url).await;
+    stack
 }
 
 /// Waits until `n` more evaluations have been made.
@@ -245,14 +257,7 @@ async fn a_misbehaving_new_backend_is_rolled_back_and_the_file_says_zero_with_it
     assert_eq!(percent_on_disk(&proxy.config_path), 0.0);
     // The step never went further than the first.
     assert_eq!(status["stepIndex"], 0, "{status:#}");
-    let metrics = client()
-        .get(format!("{}/metrics", proxy.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&proxy.admin_url).await;
     assert!(
         metrics.contains(r#"proxy_rollout_rollbacks_total{reason="critical_error_rate"} 1"#),
         "{metrics}"
@@ -328,14 +333,7 @@ async fn with_the_real_new_backend_the_schedule_reaches_100() {
         .collect();
     assert_eq!(entered, [10.0, 50.0, 100.0], "{status:#}");
     // Promotions came from passing evaluations on real samples.
-    let metrics = client()
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(admin).await;
     let passes = metrics
         .lines()
         .find(|l| l.starts_with(r#"proxy_rollout_verdicts_total{metric="overall",verdict="pass"}"#))
@@ -374,11 +372,8 @@ async fn with_no_traffic_it_stays_on_its_first_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_hold_resumes_the_same_step_with_the_hold_already_served() {
-    let mut stack = Stack::start_with(TestEnv::new(), 0.0, |config| {
-        config.rollout = schedule(&[(10.0, 3_600, false), (100.0, 0, false)]);
-    })
-    .await;
-    let before = first_step_entered(&stack.proxy.admin_url).await;
+    let mut stack = holding_at(10.0).await;
+    let before = rollout_status(&stack.proxy.admin_url).await;
     // Evaluations are made, and the hold runs, before the restart.
     wait_evaluations(&stack.proxy.admin_url, 2).await;
 
@@ -401,12 +396,8 @@ async fn a_restart_mid_hold_resumes_the_same_step_with_the_hold_already_served()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_edit_of_new_percent_pauses_the_controller_which_never_overrides_it() {
-    let stack = Stack::start_with(TestEnv::new(), 0.0, |config| {
-        config.rollout = schedule(&[(10.0, 3_600, false), (100.0, 0, false)]);
-    })
-    .await;
+    let stack = holding_at(10.0).await;
     let admin = &stack.proxy.admin_url;
-    first_step_entered(admin).await;
     stack.set_percent(33.0).await;
     let status = wait_for_status(
         admin,
@@ -501,12 +492,8 @@ async fn without_a_rollout_commands_are_refused_and_the_weight_is_the_operators(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_going_down_mid_rollout_rolls_back() {
-    let mut stack = Stack::start_with(TestEnv::new(), 0.0, |config| {
-        config.rollout = schedule(&[(10.0, 3_600, false), (100.0, 0, false)]);
-    })
-    .await;
+    let mut stack = holding_at(10.0).await;
     let admin = stack.proxy.admin_url.clone();
-    first_step_entered(&admin).await;
     drop(stack.new.take());
     let status = wait_for_status(
         &admin,
@@ -522,12 +509,8 @@ async fn new_going_down_mid_rollout_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_forced_by_the_override_header_count_in_neither_cohort() {
-    let stack = Stack::start_with(TestEnv::new(), 0.0, |config| {
-        config.rollout = schedule(&[(50.0, 3_600, false), (100.0, 0, false)]);
-    })
-    .await;
+    let stack = holding_at(50.0).await;
     let admin = &stack.proxy.admin_url;
-    first_step_entered(admin).await;
     // An evaluation boundary, so the next interval holds only what is sent below.
     wait_evaluations(admin, 1).await;
     let http = client();

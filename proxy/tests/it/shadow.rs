@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use shared::testing::client::client;
 use shared::testing::{TestEnv, eventually};
 
-use crate::harness::{Stack, percent, serve_stand_in};
+use crate::harness::{Stack, metrics_text, percent, serve_stand_in};
 
 /// Shadowing every eligible request, and a noise call for every one, so a test learns the
 /// noise in a few dozen requests.
@@ -149,14 +149,7 @@ async fn a_field_that_differs_is_named_with_a_sample_and_a_random_id_is_noise() 
         .filter_map(|f| f["field"].as_str())
         .collect();
     assert_eq!(fields.len(), 2, "{fields:?}");
-    let metrics = client()
-        .get(format!("{}/metrics", stack.proxy.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&stack.proxy.admin_url).await;
     assert!(
         metrics
             .contains(r#"proxy_shadow_field_mismatches_total{field="$.version",route="/health"}"#),
