@@ -125,19 +125,14 @@ impl Rollout {
         self.follow_config(&mut progress, proxy).await;
         let now = SystemTime::now();
         let sample = self.collector.take();
-        let settings = AnalysisSettings::from(&proxy.live.load().settings.rollout.analysis);
+        let generation = proxy.live.load();
+        let section = &generation.settings.rollout;
+        let settings = AnalysisSettings::from(&section.analysis);
         let new_up = proxy.health.is_up(Side::New);
         let mut report = report::evaluate(&sample, &settings, new_up, now);
         let shadow = shadow_since(&mut progress, proxy);
-        let generation = proxy.live.load();
-        let section = &generation.settings.rollout;
-        let shadow_step = progress.state.as_ref().is_some_and(|state| {
-            state.phase == Phase::Progressing
-                && section
-                    .steps
-                    .get(state.step_index)
-                    .is_some_and(|step| step.shadow)
-        });
+        let shadow_step =
+            (progress.state.as_ref()).is_some_and(|state| on_shadow_step(state, section));
         let max_rate = section.analysis.max_shadow_mismatch_rate;
         report::add_shadow(&mut report, shadow, &settings, max_rate, shadow_step);
         proxy.metrics.rollout.evaluated(&report);
@@ -201,9 +196,7 @@ impl Rollout {
         }
         if let Some(state) = &progress.state {
             (proxy.metrics.rollout).progress(state.phase, state.step_index);
-            let dark = section.enabled
-                && state.phase == Phase::Progressing
-                && (section.steps.get(state.step_index)).is_some_and(|step| step.shadow);
+            let dark = section.enabled && on_shadow_step(state, section);
             self.dark_launch.store(dark, Ordering::Relaxed);
         }
         if progress.state.as_ref() != Some(&before) {
@@ -260,6 +253,12 @@ impl Rollout {
             }
         }
     }
+}
+
+/// Whether `state` is progressing on a shadow step (a dark launch).
+fn on_shadow_step(state: &RolloutState, section: &crate::config::RolloutSection) -> bool {
+    state.phase == Phase::Progressing
+        && (section.steps.get(state.step_index)).is_some_and(|step| step.shadow)
 }
 
 /// What shadow traffic classified since the last call.
