@@ -24,6 +24,13 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot start the rate limit's writer thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the rate limit's writer thread has stopped")]
+    WriterGone,
+    /// A batch of rate-limit decisions failed as a whole (the first cause, shared by all).
+    #[error("rate limit batch: {0}")]
+    Batch(String),
 }
 
 /// A store failure is the server's fault: a 500, its detail logged and never sent.
@@ -55,6 +62,9 @@ CREATE TABLE IF NOT EXISTS login_failures (
 
 /// How long a statement waits for the other process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection borrowed from the pool, returned to it when dropped.
+pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
 
 #[derive(Clone)]
 pub struct Database {
@@ -96,6 +106,11 @@ impl Database {
             Ok(work(&mut conn)?)
         })
         .await?
+    }
+
+    /// A connection to keep, for a thread of its own that writes (the rate limit's writer).
+    pub fn connection(&self) -> Result<PooledConnection, StoreError> {
+        Ok(self.pool.get()?)
     }
 
     /// The same, for callers already off the async runtime (the `users` command).

@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 use rusqlite::{OptionalExtension, TransactionBehavior};
 
 use crate::config::TokenBucketConfig;
-use crate::db::{Database, StoreError};
+use crate::db::{Database, PooledConnection, StoreError};
 
 // The IETF draft's names (draft-ietf-httpapi-ratelimit-headers), which both backends send.
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -96,15 +96,42 @@ pub trait RateLimitStore: Send + Sync {
     ) -> Result<Decision, StoreError>;
 }
 
-/// Buckets in the shared SQLite file; one `IMMEDIATE` transaction per decision keeps the two
-/// processes from both spending the last token.
+/// Buckets in the shared SQLite file, decided by one writer thread per process.
+///
+/// A decision must be exact across both backend processes, so it reads and writes the bucket
+/// inside an `IMMEDIATE` transaction. One transaction per decision made every request pay for
+/// a write lock, a WAL append and a blocking-pool hop, and made sixteen pooled connections
+/// queue on the lock (with SQLite's busy handler sleeping between tries). Instead, decisions
+/// queue to one thread that takes everything waiting and decides it in order in one
+/// transaction (group commit): the same answers as one at a time, for one lock and one
+/// append per batch.
 pub struct SqliteRateLimitStore {
-    db: Database,
+    queue: tokio::sync::mpsc::Sender<Pending>,
 }
 
+/// One decision waiting for the writer.
+struct Pending {
+    key: String,
+    bucket: TokenBucketConfig,
+    now_ms: i64,
+    cost: f64,
+    reply: tokio::sync::oneshot::Sender<Result<Decision, StoreError>>,
+}
+
+/// Decisions queued beyond this wait for room (the callers' futures, not a thread).
+const QUEUE_CAPACITY: usize = 1024;
+/// Most decisions in one transaction, so one batch cannot hold the write lock for long.
+const MAX_BATCH: usize = 256;
+
 impl SqliteRateLimitStore {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    /// Starts the writer thread; it ends when the store is dropped.
+    pub fn new(db: Database) -> Result<Self, StoreError> {
+        let (queue, pending) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
+        std::thread::Builder::new()
+            .name("rate-limit-writer".into())
+            .spawn(move || write_batches(&db, pending))
+            .map_err(StoreError::Thread)?;
+        Ok(Self { queue })
     }
 
     async fn apply(
@@ -114,37 +141,101 @@ impl SqliteRateLimitStore {
         now_ms: i64,
         cost: f64,
     ) -> Result<Decision, StoreError> {
-        let key = key.to_owned();
-        self.db
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                // Cached per connection: parsed once, not on every decision.
-                let state = tx
-                    .prepare_cached("SELECT tokens, updated_ms FROM rate_buckets WHERE key = ?1")?
-                    .query_row([&key], |row| {
-                        Ok(BucketState {
-                            tokens: row.get(0)?,
-                            updated_ms: row.get(1)?,
-                        })
-                    })
-                    .optional()?;
-                let (state, decision) = apply(bucket, state, now_ms, cost);
-                if cost > 0.0 {
-                    tx.prepare_cached(
-                        "INSERT INTO rate_buckets (key, tokens, updated_ms) VALUES (?1, ?2, ?3)
-                         ON CONFLICT(key) DO UPDATE SET tokens = ?2, updated_ms = ?3",
-                    )?
-                    .execute(rusqlite::params![
-                        key,
-                        state.tokens,
-                        state.updated_ms
-                    ])?;
-                }
-                tx.commit()?;
-                Ok(decision)
-            })
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            key: key.to_owned(),
+            bucket,
+            now_ms,
+            cost,
+            reply,
+        };
+        self.queue
+            .send(pending)
             .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
+}
+
+/// The writer thread: waits for a decision, takes whatever else is queued, decides the batch.
+fn write_batches(db: &Database, mut pending: tokio::sync::mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Kept across batches (its statement cache with it); taken again after a failure.
+    let mut connection: Option<PooledConnection> = None;
+    while let Some(first) = pending.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let decided = match connection.as_mut() {
+            Some(conn) => decide_batch(conn, &batch).map_err(StoreError::from),
+            None => db.connection().and_then(|conn| {
+                let conn = connection.insert(conn);
+                decide_batch(conn, &batch).map_err(StoreError::from)
+            }),
+        };
+        if decided.is_err() {
+            connection = None;
+        }
+        match decided {
+            Ok(decisions) => {
+                for (waiting, decision) in batch.drain(..).zip(decisions) {
+                    // A caller that went away (client disconnected) needs no answer.
+                    let _ = waiting.reply.send(Ok(decision));
+                }
+            }
+            Err(error) => {
+                // Nothing was committed: every decision of the batch fails alike, none is spent.
+                let message = error.to_string();
+                for waiting in batch.drain(..) {
+                    let _ = waiting.reply.send(Err(StoreError::Batch(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Decides `batch` in order in one `IMMEDIATE` transaction; a key that appears twice sees
+/// its own earlier decision, as it would one transaction at a time.
+fn decide_batch(
+    conn: &mut rusqlite::Connection,
+    batch: &[Pending],
+) -> Result<Vec<Decision>, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut decisions = Vec::with_capacity(batch.len());
+    {
+        // Cached per connection: parsed once, not on every decision.
+        let mut select =
+            tx.prepare_cached("SELECT tokens, updated_ms FROM rate_buckets WHERE key = ?1")?;
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO rate_buckets (key, tokens, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET tokens = ?2, updated_ms = ?3",
+        )?;
+        for pending in batch {
+            let state = select
+                .query_row([&pending.key], |row| {
+                    Ok(BucketState {
+                        tokens: row.get(0)?,
+                        updated_ms: row.get(1)?,
+                    })
+                })
+                .optional()?;
+            let (state, decision) = apply(pending.bucket, state, pending.now_ms, pending.cost);
+            if pending.cost > 0.0 {
+                upsert.execute(rusqlite::params![
+                    pending.key,
+                    state.tokens,
+                    state.updated_ms
+                ])?;
+            }
+            decisions.push(decision);
+        }
+    }
+    tx.commit()?;
+    Ok(decisions)
 }
 
 #[async_trait]
@@ -209,6 +300,66 @@ mod tests {
         assert_eq!(after_two_secs.remaining, 1);
         let (_, after_an_hour) = apply(BUCKET, empty, 3_600_000, 1.0);
         assert_eq!(after_an_hour.remaining, 2);
+    }
+
+    /// Two stores on one file stand for the two backend processes: each has its own writer
+    /// and its own batches, and together they still spend exactly the capacity.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_decisions_through_two_writers_spend_exactly_the_capacity() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let db = Database::open(&dir.path().join("buckets.db")).expect("database");
+        let stores = [
+            std::sync::Arc::new(SqliteRateLimitStore::new(db.clone()).expect("writer")),
+            std::sync::Arc::new(SqliteRateLimitStore::new(db).expect("writer")),
+        ];
+        let bucket = TokenBucketConfig {
+            capacity: NonZeroU32::new(150).expect("non-zero"),
+            refill_per_minute: NonZeroU32::new(1).expect("non-zero"),
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let store = std::sync::Arc::clone(&stores[i % 2]);
+            tasks.spawn(async move { store.take("user-1", bucket, 1_000).await });
+        }
+        let mut allowed = 0;
+        let mut remaining = Vec::new();
+        while let Some(decision) = tasks.join_next().await {
+            let decision = decision.expect("task").expect("decision");
+            if decision.allowed {
+                allowed += 1;
+                remaining.push(decision.remaining);
+            }
+        }
+        assert_eq!(allowed, 150);
+        // Each token was handed out once: the counts left are 149 down to 0, no repeats.
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..150).collect::<Vec<u32>>());
+        let other_key = stores[0]
+            .take("user-2", bucket, 1_000)
+            .await
+            .expect("decision");
+        assert!(other_key.allowed, "a bucket is per key");
+    }
+
+    #[tokio::test]
+    async fn a_key_twice_in_one_batch_sees_its_own_first_decision() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let db = Database::open(&dir.path().join("buckets.db")).expect("database");
+        let store = SqliteRateLimitStore::new(db).expect("writer");
+        let (first, second, peeked) = tokio::join!(
+            store.take("user-1", BUCKET, 0),
+            store.take("user-1", BUCKET, 0),
+            store.peek("user-1", BUCKET, 0),
+        );
+        let mut remaining = vec![
+            first.expect("decision").remaining,
+            second.expect("decision").remaining,
+        ];
+        remaining.sort_unstable();
+        assert_eq!(remaining, vec![1, 2]);
+        assert!(peeked.expect("decision").remaining <= 3);
+        let after = store.peek("user-1", BUCKET, 0).await.expect("decision");
+        assert_eq!(after.remaining, 1);
     }
 
     #[test]

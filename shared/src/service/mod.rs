@@ -130,7 +130,7 @@ impl Service {
                 backend,
                 tokens: Tokens::new(&secret, &config.auth),
                 throttle: Box::new(SqliteLoginThrottle::new(db.clone())),
-                limiter: Box::new(SqliteRateLimitStore::new(db)),
+                limiter: Box::new(SqliteRateLimitStore::new(db)?),
                 provider,
                 metrics: Metrics::new(backend.as_str()),
                 shadow,
