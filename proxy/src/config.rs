@@ -80,6 +80,10 @@ pub struct ProxySection {
     pub admin_listen: SocketAddr,
     /// Worker threads. Restart to change.
     pub threads: NonZeroUsize,
+    /// Whether idle worker threads take tasks queued on busy ones (Tokio's multi-threaded
+    /// scheduler); off, each connection stays on the thread that accepted it (one
+    /// single-threaded runtime per thread, as nginx's workers). Restart to change.
+    pub work_stealing: bool,
     pub cookie_name: CookieName,
     pub cookie_max_age_seconds: u64,
     /// Set behind a TLS terminator; over `[proxy.tls]` the cookie is `Secure` anyway.
@@ -166,6 +170,7 @@ impl Default for ProxySection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             threads: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+            work_stealing: true,
             cookie_name: CookieName::of("canary_bucket"),
             cookie_max_age_seconds: 30 * 24 * 3600,
             cookie_secure: false,
@@ -484,6 +489,7 @@ pub struct StartupSettings {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub threads: NonZeroUsize,
+    pub work_stealing: bool,
     pub cookie_secret_file: PathBuf,
     pub admin_token_file: Option<PathBuf>,
     pub shutdown_grace_seconds: Seconds,
@@ -559,6 +565,7 @@ impl ProxyConfig {
             listen: self.proxy.listen,
             admin_listen: self.proxy.admin_listen,
             threads: self.proxy.threads,
+            work_stealing: self.proxy.work_stealing,
             cookie_secret_file: self.proxy.cookie_secret_file.clone(),
             admin_token_file: self.proxy.admin_token_file.clone(),
             shutdown_grace_seconds: self.proxy.shutdown_grace_seconds,

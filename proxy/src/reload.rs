@@ -89,7 +89,8 @@ pub fn apply_percent(state: &ProxyState, percent: crate::config::Percent) -> u64
 fn apply(state: &ProxyState, config: ProxyConfig) -> u64 {
     if config.startup() != state.startup {
         tracing::warn!(
-            "proxy.listen, proxy.admin_listen, proxy.threads, proxy.cookie_secret_file, \
+            "proxy.listen, proxy.admin_listen, proxy.threads, proxy.work_stealing, \
+             proxy.cookie_secret_file, \
              proxy.admin_token_file, proxy.shutdown_grace_seconds or proxy.tls.listen (or \
              [proxy.tls] itself) changed: these need a restart; the rest is applied"
         );

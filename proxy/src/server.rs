@@ -134,6 +134,7 @@ pub fn serve(
     let startup = &state.startup;
     let conf = ServerConf {
         threads: startup.threads.get(),
+        work_stealing: startup.work_stealing,
         grace_period_seconds: Some(startup.shutdown_grace_seconds.as_secs()),
         graceful_shutdown_timeout_seconds: Some(startup.shutdown_grace_seconds.as_secs()),
         ..ServerConf::default()
