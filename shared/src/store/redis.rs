@@ -143,19 +143,19 @@ impl RedisStore {
     }
 
     async fn connection(&self) -> RedisResult<ConnectionManager> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            // Requests wait for a reconnection no longer than `timeout` anyway; the retries
-            // only decide how soon after Redis returns the connection is back.
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500));
-        let client = self.client.clone();
+        let (client, timeout) = (&self.client, self.timeout);
         self.connection
-            .get_or_try_init(
-                || async move { ConnectionManager::new_lazy_with_config(client, config) },
-            )
+            .get_or_try_init(|| async move {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    // A request waits for a reconnection no longer than `timeout` anyway; the
+                    // retries only decide how soon after Redis returns the connection is back.
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(20))
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_lazy_with_config(client.clone(), config)
+            })
             .await
             .cloned()
     }
