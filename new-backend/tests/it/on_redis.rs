@@ -2,14 +2,18 @@
 //! throttle across them, and what each does while Redis is down. No cookies and no proxy:
 //! each request goes straight to the side the test picks.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 use shared::config::{OnStoreError, Seconds};
 use shared::routes::{GENERATE, LOGIN, METRICS};
-use shared::testing::client::{Answer, demo_token, get, post_json};
+use shared::testing::client::{Answer, client, demo_token, get, post_json, send};
 use shared::testing::redis::RedisServer;
-use shared::testing::{TEST_MAX_LOGIN_FAILURES, TEST_RATE_LIMIT, TestEnv, TestServer, eventually};
+use shared::testing::{
+    TEST_MAX_LOGIN_FAILURES, TEST_RATE_LIMIT, TestEnv, TestServer, eventually, non_zero,
+};
 
 use crate::differential::both;
 
@@ -17,6 +21,8 @@ use crate::differential::both;
 const WINDOW_SECONDS: u64 = 5;
 /// How long a backend may take to notice that Redis is back (it asks once a second).
 const RECOVERY_LIMIT: Duration = Duration::from_secs(15);
+/// Requests each load task sends at most, whatever happens.
+const LOAD_LIMIT: usize = 5_000;
 
 fn on(redis: &RedisServer, on_store_error: OnStoreError) -> TestEnv {
     TestEnv::with(|c| {
@@ -180,6 +186,78 @@ async fn redis_down_with_local_fallback_keeps_answering_then_shares_again() {
             Some(0)
         );
         assert_eq!(login(side, "demo-password").await.status, 200);
+    }
+}
+
+/// Redis is killed and restarted while both backends are under load: with a budget too large
+/// to spend, every request is answered 200, before, during and after the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_with_local_fallback_answers_every_request() {
+    let mut redis = RedisServer::start().await;
+    let env = TestEnv::with(|c| {
+        c.store = redis.store_config(OnStoreError::Local);
+        c.rate_limit.generate.capacity = non_zero(1_000_000);
+    });
+    let (legacy, new) = both(&env).await;
+    let token = demo_token(&legacy).await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = [&legacy, &new]
+        .into_iter()
+        .map(|side| {
+            let request = client()
+                .post(side.url(GENERATE))
+                .header("content-type", "application/json")
+                .bearer_auth(&token)
+                .body(json!({"prompt": "load"}).to_string());
+            let (answered, stop) = (Arc::clone(&answered), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::SeqCst) && statuses.len() < LOAD_LIMIT {
+                    let answer = send(request.try_clone().expect("a body in memory")).await;
+                    statuses.push((answer.status, answer.body));
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let more_answers = async |what: &str, more: usize| {
+        let target = answered.load(Ordering::SeqCst) + more;
+        eventually(what, Duration::from_secs(30), async || {
+            (answered.load(Ordering::SeqCst) >= target).then_some(())
+        })
+        .await;
+    };
+
+    more_answers("answers with Redis up", 20).await;
+    redis.kill();
+    more_answers("answers with Redis down", 40).await;
+    redis.restart().await;
+    for side in [&legacy, &new] {
+        eventually(
+            "the backend decides with Redis again",
+            RECOVERY_LIMIT,
+            async || {
+                let degraded = metric(side, "store_degraded", r#"store="rate_limit""#).await;
+                (degraded == Some(0)).then_some(())
+            },
+        )
+        .await;
+    }
+    more_answers("answers with Redis back", 20).await;
+    stop.store(true, Ordering::SeqCst);
+
+    for task in load {
+        let statuses = task.await.expect("the load task");
+        assert!(statuses.len() < LOAD_LIMIT, "the load outlasted its bound");
+        for (status, body) in statuses {
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    for side in [&legacy, &new] {
+        let local = metric(side, "store_fallback_total", r#"store="rate_limit""#).await;
+        assert!(local.is_some_and(|n| n > 0), "{local:?}");
     }
 }
 

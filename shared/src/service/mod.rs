@@ -127,7 +127,7 @@ impl Service {
             }
         };
         let metrics = Metrics::new(backend.as_str());
-        let stores = Stores::new(&config.store, &db, &metrics);
+        let stores = Stores::new(&config.store, &db, &metrics)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,

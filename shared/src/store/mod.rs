@@ -12,7 +12,7 @@ mod tests;
 
 use crate::auth::throttle::{LoginThrottleStore, SqliteLoginThrottle};
 use crate::config::{OnStoreError, StoreConfig, StoreKind};
-use crate::db::Database;
+use crate::db::{Database, StoreError};
 use crate::metrics::Metrics;
 use crate::ratelimit::{RateLimitStore, SqliteRateLimitStore};
 
@@ -31,15 +31,16 @@ pub struct Stores {
 impl Stores {
     /// The stores `config` names. Connects to nothing yet: Redis is reached on the first
     /// decision, so a backend starts (and falls back, or answers 503) while Redis is down.
-    pub fn new(config: &StoreConfig, db: &Database, metrics: &Metrics) -> Self {
+    /// Fails only if a store cannot start what it runs on.
+    pub fn new(config: &StoreConfig, db: &Database, metrics: &Metrics) -> Result<Self, StoreError> {
         let redis = match (config.kind, &config.url) {
             (StoreKind::Redis, Some(url)) => url,
             // `Config::parse` refuses kind = "redis" without a url.
             (StoreKind::Sqlite, _) | (StoreKind::Redis, None) => {
-                return Self {
+                return Ok(Self {
                     throttle: Box::new(SqliteLoginThrottle::new(db.clone())),
                     limiter: Box::new(SqliteRateLimitStore::new(db.clone())),
-                };
+                });
             }
         };
         let redis = RedisStore::new(redis.client(), config.timeout, Clock::Server);
@@ -51,9 +52,9 @@ impl Stores {
             )),
             OnStoreError::Deny => Box::new(shared),
         };
-        Self {
+        Ok(Self {
             throttle: Box::new(RedisLoginThrottle::new(redis)),
             limiter,
-        }
+        })
     }
 }
