@@ -9,6 +9,7 @@
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::config::resolve;
 pub use common::config::value::{Bounded, Millis, NonEmptyString, Seconds};
@@ -37,6 +38,8 @@ pub struct Config {
     /// The key of the proxy's shadow requests (`crate::shadow`).
     #[serde(default)]
     pub shadow: ShadowSecretSection,
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 /// `[server]`.
@@ -241,6 +244,86 @@ impl Default for TokenBucketConfig {
     }
 }
 
+/// Where the generate budget and the login throttle live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In `database.path`: enough for the backends of one host.
+    #[default]
+    Sqlite,
+    /// In the Redis at `store.url`, shared by every backend of every host.
+    Redis,
+}
+
+/// What the generate budget does while Redis does not answer. Login never fails open: its
+/// throttle answers 503 whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    /// Each process keeps its own budget in memory until Redis answers again.
+    #[default]
+    Local,
+    /// Generate answers 503 until Redis answers again.
+    Deny,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`); required when `kind` is redis.
+    pub url: Option<RedisUrl>,
+    /// How long one decision may wait for Redis before it counts as unreachable.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub on_store_error: OnStoreError,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Sqlite,
+            url: None,
+            timeout: Duration::from_millis(50),
+            on_store_error: OnStoreError::Local,
+        }
+    }
+}
+
+/// A Redis connection URL the `redis` crate accepts, checked when the config is loaded.
+#[derive(Debug, Clone)]
+pub struct RedisUrl {
+    url: String,
+    client: redis::Client,
+}
+
+impl RedisUrl {
+    pub fn new(url: &str) -> Result<Self, String> {
+        redis::Client::open(url)
+            .map(|client| Self {
+                url: url.to_owned(),
+                client,
+            })
+            .map_err(|error| format!("not a Redis URL: {error}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// A client for this URL; it connects to nothing until asked.
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::new(&String::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
 impl Config {
     /// Reads, parses and validates `path`, resolving relative paths against its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -255,6 +338,20 @@ impl Config {
                 path,
                 "database.path",
                 "must not be empty",
+            ));
+        }
+        if config.store.kind == StoreKind::Redis && config.store.url.is_none() {
+            return Err(ConfigError::invalid(
+                path,
+                "store.url",
+                "is required when store.kind is \"redis\"",
+            ));
+        }
+        if config.store.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                path,
+                "store.timeout",
+                "must be longer than 0",
             ));
         }
         config.source = Some(path.to_owned());
@@ -377,10 +474,36 @@ mod tests {
                 "generate.anthropic.timeout_seconds",
             ),
             ("[generate]\nprovider = \"openai\"\n", "generate.provider"),
+            ("[store]\nkind = \"memcached\"\n", "store.kind"),
+            ("[store]\nkind = \"redis\"\n", "store.url"),
+            ("[store]\nurl = \"http://x\"\n", "store.url"),
+            ("[store]\ntimeout = \"soon\"\n", "store.timeout"),
+            ("[store]\ntimeout = \"0s\"\n", "store.timeout"),
+            (
+                "[store]\non_store_error = \"allow\"\n",
+                "store.on_store_error",
+            ),
+            ("[store]\nkinds = \"redis\"\n", "kinds"),
         ] {
             let error = parse(text).unwrap_err().to_string();
             assert!(error.contains(key), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_redis_is_configured() {
+        let config = parse("").expect("defaults are valid");
+        assert_eq!(config.store.kind, StoreKind::Sqlite);
+        let text = "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n\
+                    timeout = \"200ms\"\non_store_error = \"deny\"\n";
+        let store = parse(text).expect("a redis store").store;
+        assert_eq!(store.kind, StoreKind::Redis);
+        assert_eq!(
+            store.url.as_ref().map(RedisUrl::as_str),
+            Some("redis://127.0.0.1:6379/0")
+        );
+        assert_eq!(store.timeout, Duration::from_millis(200));
+        assert_eq!(store.on_store_error, OnStoreError::Deny);
     }
 
     #[test]

@@ -31,12 +31,19 @@ pub enum StoreError {
     /// A batch of rate-limit decisions failed as a whole (the first cause, shared by all).
     #[error("rate limit batch: {0}")]
     Batch(String),
+    /// A networked store (`crate::store`) did not answer, or not in time.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-/// A store failure is the server's fault: a 500, its detail logged and never sent.
+/// A store failure is the server's fault: a 500, its detail logged and never sent; a shared
+/// store that does not answer is a 503, which the client may retry.
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::internal(error)
+        match error {
+            StoreError::Unavailable(detail) => ApiError::StoreUnavailable(detail),
+            error => ApiError::internal(error),
+        }
     }
 }
 

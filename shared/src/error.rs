@@ -43,6 +43,10 @@ pub enum ApiError {
     UpstreamUnavailable,
     #[error("the AI provider did not answer in time")]
     UpstreamTimeout,
+    /// A shared store (Redis) holding the budget or the login throttle did not answer. The
+    /// detail is logged, never sent.
+    #[error("a shared store is unreachable; retry shortly")]
+    StoreUnavailable(String),
     /// The detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -81,6 +85,7 @@ impl ApiError {
             Self::UpstreamError => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +107,7 @@ impl ApiError {
             Self::UpstreamError => "UPSTREAM_ERROR",
             Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Self::StoreUnavailable(_) => "STORE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -125,6 +131,10 @@ impl ApiError {
             Self::RateLimited { retry_after_secs } => {
                 vec![(RETRY_AFTER, HeaderValue::from(*retry_after_secs))]
             }
+            // The store is usually back within a second (a restart, a failover).
+            Self::StoreUnavailable(_) => {
+                vec![(RETRY_AFTER, const { HeaderValue::from_static("1") })]
+            }
             Self::Token { .. } => vec![(
                 WWW_AUTHENTICATE,
                 const { HeaderValue::from_static("Bearer") },
@@ -135,8 +145,12 @@ impl ApiError {
 
     /// The whole answer for this error in the standard `{"error": …}` shape.
     pub fn into_reply(self) -> Reply {
-        if let Self::Internal(detail) = &self {
-            tracing::error!(error = %detail, "internal error");
+        match &self {
+            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            Self::StoreUnavailable(detail) => {
+                tracing::warn!(error = %detail, "shared store unavailable");
+            }
+            _ => {}
         }
         let body = ErrorEnvelope { error: self.body() };
         Reply::json(self.status(), &body).with_headers(self.headers())
@@ -198,6 +212,7 @@ mod tests {
             ApiError::UpstreamError,
             ApiError::UpstreamUnavailable,
             ApiError::UpstreamTimeout,
+            ApiError::StoreUnavailable("x".into()),
             ApiError::internal("x"),
         ];
         for error in &every {
@@ -213,6 +228,7 @@ mod tests {
                 | ApiError::UpstreamError
                 | ApiError::UpstreamUnavailable
                 | ApiError::UpstreamTimeout
+                | ApiError::StoreUnavailable(_)
                 | ApiError::Internal(_) => {}
             }
         }

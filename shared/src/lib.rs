@@ -17,6 +17,7 @@ pub mod reply;
 pub mod request;
 pub mod service;
 pub mod shadow;
+pub mod store;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

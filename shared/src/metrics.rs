@@ -1,7 +1,8 @@
 //! Prometheus metrics with the same names on both backends, told apart by a `backend` label.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub use common::routes::OTHER_ROUTE;
@@ -13,6 +14,17 @@ pub struct Metrics {
     logins: IntCounterVec,
     tokens_generated: IntCounterVec,
     rate_limited: IntCounterVec,
+    store_fallbacks: IntCounterVec,
+    store_degraded: IntGaugeVec,
+}
+
+/// The series of one shared store's per-process fallback (`crate::store::fallback`).
+#[derive(Clone)]
+pub struct FallbackMetrics {
+    /// Decisions the per-process fallback made because the shared store did not answer.
+    pub decisions: IntCounter,
+    /// 1 while the shared store is unreachable and the fallback decides, else 0.
+    pub degraded: IntGauge,
 }
 
 /// Outcomes counted by `auth_logins_total`.
@@ -91,7 +103,32 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
-        for collector in [&http_requests, &logins, &tokens_generated, &rate_limited] {
+        let store_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "store_fallback_total",
+                "Decisions made by the per-process fallback because the shared store did not answer",
+            ),
+            &["store"],
+        )
+        .expect("valid metric");
+        let store_degraded = IntGaugeVec::new(
+            Opts::new(
+                "store_degraded",
+                "1 while the shared store is unreachable and this process decides alone",
+            ),
+            &["store"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(store_degraded.clone()))
+            .expect("metric names are unique");
+        for collector in [
+            &http_requests,
+            &logins,
+            &tokens_generated,
+            &rate_limited,
+            &store_fallbacks,
+        ] {
             registry
                 .register(Box::new(collector.clone()))
                 .expect("metric names are unique");
@@ -106,6 +143,17 @@ impl Metrics {
             logins,
             tokens_generated,
             rate_limited,
+            store_fallbacks,
+            store_degraded,
+        }
+    }
+
+    /// The fallback series of `store` (a bounded name, such as `rate_limit`), both at 0 from
+    /// the start so a dashboard sees them before the first outage.
+    pub fn store_fallback(&self, store: &str) -> FallbackMetrics {
+        FallbackMetrics {
+            decisions: self.store_fallbacks.with_label_values(&[store]),
+            degraded: self.store_degraded.with_label_values(&[store]),
         }
     }
 

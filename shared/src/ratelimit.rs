@@ -45,6 +45,18 @@ pub struct BucketState {
     pub updated_ms: i64,
 }
 
+/// Tokens are counted in 60,000ths, so that a millisecond of refill (`refill_per_minute` of
+/// them) and every decision are whole numbers: the SQLite bucket and the Redis GCRA
+/// (`crate::store::redis`) then agree to the unit, where floating point would round each
+/// its own way at the edges.
+pub const UNITS_PER_TOKEN: i64 = 60_000;
+
+/// `tokens` in units; a stored bucket holds a whole number of them, so rounding only undoes
+/// the float's error.
+fn to_units(tokens: f64) -> i64 {
+    (tokens * UNITS_PER_TOKEN as f64).round() as i64
+}
+
 /// Refills `state` up to `now_ms`, takes `cost` tokens if there are enough, and reports.
 pub fn apply(
     bucket: TokenBucketConfig,
@@ -52,29 +64,53 @@ pub fn apply(
     now_ms: i64,
     cost: f64,
 ) -> (BucketState, Decision) {
-    let capacity = f64::from(bucket.capacity.get());
-    let per_ms = f64::from(bucket.refill_per_minute.get()) / 60_000.0;
-    let tokens = match state {
+    let capacity = i64::from(bucket.capacity.get()) * UNITS_PER_TOKEN;
+    let refill_per_ms = i64::from(bucket.refill_per_minute.get());
+    let units = match state {
         None => capacity,
-        Some(s) => (s.tokens + (now_ms - s.updated_ms).max(0) as f64 * per_ms).min(capacity),
+        Some(s) => to_units(s.tokens)
+            .saturating_add(
+                now_ms
+                    .saturating_sub(s.updated_ms)
+                    .max(0)
+                    .saturating_mul(refill_per_ms),
+            )
+            .min(capacity),
     };
-    let allowed = tokens >= cost;
-    let left = if allowed { tokens - cost } else { tokens };
-    let secs_until = |needed: f64| (needed.max(0.0) / per_ms / 1000.0).ceil() as u64;
-    let decision = Decision {
-        allowed,
-        limit: bucket.capacity.get(),
-        remaining: left.floor() as u32,
-        reset_secs: secs_until(capacity - left),
-        retry_after_secs: (!allowed).then(|| secs_until(cost - left).max(1)),
-    };
+    let cost = to_units(cost);
+    let allowed = units >= cost;
+    let left = if allowed { units - cost } else { units };
     (
         BucketState {
-            tokens: left,
+            tokens: left as f64 / UNITS_PER_TOKEN as f64,
             updated_ms: now_ms,
         },
-        decision,
+        decision(bucket, allowed, left, cost),
     )
+}
+
+/// What a bucket reports when `left_units` remain after a request of `cost_units` that was
+/// `allowed` or not. Both stores report through it.
+pub fn decision(
+    bucket: TokenBucketConfig,
+    allowed: bool,
+    left_units: i64,
+    cost_units: i64,
+) -> Decision {
+    let capacity = i64::from(bucket.capacity.get()) * UNITS_PER_TOKEN;
+    let units_per_sec = u64::from(bucket.refill_per_minute.get()) * 1000;
+    let secs_until = |needed: i64| {
+        u64::try_from(needed.max(0))
+            .unwrap_or(0)
+            .div_ceil(units_per_sec)
+    };
+    Decision {
+        allowed,
+        limit: bucket.capacity.get(),
+        remaining: u32::try_from((left_units / UNITS_PER_TOKEN).max(0)).unwrap_or(u32::MAX),
+        reset_secs: secs_until(capacity - left_units),
+        retry_after_secs: (!allowed).then(|| secs_until(cost_units - left_units).max(1)),
+    }
 }
 
 #[async_trait]
@@ -360,6 +396,28 @@ mod tests {
         assert!(peeked.expect("decision").remaining <= 3);
         let after = store.peek("user-1", BUCKET, 0).await.expect("decision");
         assert_eq!(after.remaining, 1);
+    }
+
+    #[test]
+    fn a_refill_that_does_not_divide_a_minute_counts_whole_tokens_exactly() {
+        // 7 a minute: one token every 8571.43 ms, which floats cannot hold exactly.
+        let bucket = TokenBucketConfig {
+            capacity: NonZeroU32::new(10).expect("non-zero"),
+            refill_per_minute: NonZeroU32::new(7).expect("non-zero"),
+        };
+        let empty = Some(BucketState {
+            tokens: 0.0,
+            updated_ms: 0,
+        });
+        let (_, early) = apply(bucket, empty, 8_571, 1.0);
+        assert!(!early.allowed);
+        assert_eq!(early.retry_after_secs, Some(1));
+        let (_, just_in_time) = apply(bucket, empty, 8_572, 1.0);
+        assert!(just_in_time.allowed);
+        assert_eq!(just_in_time.remaining, 0);
+        let (state, a_minute_on) = apply(bucket, empty, 60_000, 1.0);
+        assert_eq!((a_minute_on.remaining, a_minute_on.reset_secs), (6, 35));
+        assert_eq!(state.tokens, 6.0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use shared::testing::non_zero;
 use shared::testing::{TestEnv, TestServer, forge};
 
 /// Both backends on one environment, as deployed: one SQLite file, one secret.
-async fn both(env: &TestEnv) -> (TestServer, TestServer) {
+pub(crate) async fn both(env: &TestEnv) -> (TestServer, TestServer) {
     let legacy = legacy_backend::testing::start(env).await;
     let new = new_backend::testing::start(env).await;
     // `normalise` hides which backend answered: make sure these really are the two, or every

@@ -21,7 +21,7 @@ use futures::Stream;
 
 use crate::auth::passwords::{PasswordError, Passwords};
 use crate::auth::secret::{self, SecretError};
-use crate::auth::throttle::{LoginThrottleStore, SqliteLoginThrottle};
+use crate::auth::throttle::LoginThrottleStore;
 use crate::auth::tokens::Tokens;
 use crate::auth::users::{User, Users};
 use crate::config::{Config, ProviderKind};
@@ -31,10 +31,11 @@ use crate::generate::anthropic::{API_KEY_ENV, AnthropicProvider};
 use crate::generate::local::LocalProvider;
 use crate::generate::{Provider, ProviderError};
 use crate::metrics::Metrics;
-use crate::ratelimit::{RateLimitStore, SqliteRateLimitStore};
+use crate::ratelimit::RateLimitStore;
 use crate::reply::Reply;
 use crate::request::Incoming;
 use crate::shadow::ShadowKey;
+use crate::store::Stores;
 
 /// The environment variable that, when set, overrides `auth.secret_file`.
 pub const JWT_SECRET_ENV: &str = "JWT_SECRET";
@@ -101,7 +102,7 @@ fn unix_now() -> i64 {
 
 impl Service {
     /// Opens the database, loads the secrets (the JWT one, the shadow key), seeds the demo
-    /// user if configured, and picks the provider. Blocking (file I/O, one password hash): call
+    /// user if configured, and picks the provider and the stores (`crate::store`). Blocking (file I/O, one password hash): call
     /// it before serving.
     pub fn new(config: Config, backend: BackendName) -> Result<Self, StartupError> {
         let db = Database::open(&config.database.path)?;
@@ -125,14 +126,16 @@ impl Service {
                 )
             }
         };
+        let metrics = Metrics::new(backend.as_str());
+        let stores = Stores::new(&config.store, &db, &metrics)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
                 tokens: Tokens::new(&secret, &config.auth),
-                throttle: Box::new(SqliteLoginThrottle::new(db.clone())),
-                limiter: Box::new(SqliteRateLimitStore::new(db)?),
+                throttle: stores.throttle,
+                limiter: stores.limiter,
                 provider,
-                metrics: Metrics::new(backend.as_str()),
+                metrics,
                 shadow,
                 openapi: Bytes::from(crate::openapi::document_json()),
                 users,
