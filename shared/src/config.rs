@@ -9,6 +9,7 @@
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use common::config::resolve;
 pub use common::config::value::{Bounded, Millis, NonEmptyString, Seconds};
@@ -16,6 +17,7 @@ pub use common::config::{BackendConfig, BackendsConfig, ConfigError};
 pub use common::shadow::ShadowSecretSection;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
+use sqlx::postgres::PgConnectOptions;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Config {
@@ -62,8 +64,11 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// The SQLite file both backends share (users, rate-limit buckets, login throttling).
+    /// The SQLite file both backends share (rate-limit buckets, login throttling, and the users
+    /// unless `url` is set).
     pub path: PathBuf,
+    /// The PostgreSQL that holds the users instead of `path`, for backends on several hosts.
+    pub url: Option<PostgresUrl>,
     /// Create `demo@example.com` / `demo-password` on start if it does not exist. Development only.
     pub seed_demo_user: bool,
 }
@@ -72,8 +77,57 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("data/gateway.db"),
+            url: None,
             seed_demo_user: false,
         }
+    }
+}
+
+/// A `postgres://` URL, parsed when the config loads. It shows (`Display`, `Debug`) without
+/// its password, so neither a log line nor an error message can leak it.
+#[derive(Clone)]
+pub struct PostgresUrl {
+    options: PgConnectOptions,
+}
+
+impl PostgresUrl {
+    pub fn new(url: &str) -> Result<Self, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("must start with postgres:// or postgresql://".into());
+        }
+        // sqlx's parse errors name the part that is wrong, never the URL itself.
+        let options = PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+        Ok(Self { options })
+    }
+
+    pub fn options(&self) -> &PgConnectOptions {
+        &self.options
+    }
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options = &self.options;
+        write!(
+            f,
+            "postgres://{}@{}:{}/{}",
+            options.get_username(),
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        )
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresUrl({self})")
+    }
+}
+
+impl<'de> Deserialize<'de> for PostgresUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::new(&String::deserialize(deserializer)?).map_err(D::Error::custom)
     }
 }
 

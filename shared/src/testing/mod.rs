@@ -4,6 +4,7 @@
 pub mod client;
 pub mod contract;
 pub mod forge;
+pub mod postgres;
 pub mod server;
 
 use std::path::Path;
