@@ -431,10 +431,31 @@ mod tests {
                 "generate.anthropic.timeout_seconds",
             ),
             ("[generate]\nprovider = \"openai\"\n", "generate.provider"),
+            ("[database]\nurl = \"mysql://db/users\"\n", "database.url"),
+            (
+                "[database]\nurl = \"postgres://db:port/users\"\n",
+                "database.url",
+            ),
         ] {
             let error = parse(text).unwrap_err().to_string();
             assert!(error.contains(key), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_postgres_url_is_parsed_and_never_shows_its_password() {
+        let config = parse(
+            "[database]\nurl = \"postgres://gateway:s3cret@db.internal:6432/users?sslmode=require\"\n",
+        )
+        .expect("a valid URL");
+        let url = config.database.url.as_ref().expect("the url is set");
+        assert_eq!(url.to_string(), "postgres://gateway@db.internal:6432/users");
+        assert_eq!(url.options().get_port(), 6432);
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(
+            parse("").unwrap().database.url.is_none(),
+            "SQLite by default"
+        );
     }
 
     #[test]

@@ -23,8 +23,11 @@ use crate::db::StoreError;
 /// start at once apply each migration once.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
-/// How long a start waits for PostgreSQL to answer, and a request for a free connection.
+/// How long a start waits for PostgreSQL to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a working connection (sqlx retries a refused one meanwhile)
+/// before it is answered 500: a login has argon2 to run after it, and a client to answer.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections per backend process; a login holds one for one short query.
 const MAX_CONNECTIONS: u32 = 8;
 
@@ -78,7 +81,7 @@ impl PostgresUsers {
             // Created on this runtime, so its connections and upkeep tasks live here.
             let pool = PgPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
-                .acquire_timeout(CONNECT_TIMEOUT)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_lazy_with(options);
             MIGRATOR
                 .run(&pool)
