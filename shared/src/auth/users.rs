@@ -85,6 +85,8 @@ pub fn block_on<T: Send>(work: impl Future<Output = T> + Send) -> Result<T, Stor
 mod tests {
     use super::*;
     use crate::config::PostgresUrl;
+    use crate::service::{BackendName, Service};
+    use crate::testing::TestEnv;
     use crate::testing::postgres::PostgresServer;
 
     fn user(email: &str, name: &str) -> User {
@@ -206,8 +208,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_unreachable_postgres_stops_the_start_naming_the_key_and_not_the_password() {
+    /// Through `Service::new`, as a backend starts (here on a test's runtime).
+    #[tokio::test]
+    async fn an_unreachable_postgres_stops_the_start_naming_the_key_and_not_the_password() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .unwrap()
@@ -216,7 +219,8 @@ mod tests {
             "postgres://gateway:s3cret-word@127.0.0.1:{port}/gateway"
         ))
         .unwrap();
-        let error = PostgresUsers::connect(&url)
+        let env = TestEnv::with(|config| config.database.url = Some(url));
+        let error = Service::new(env.config.clone(), BackendName::New)
             .err()
             .expect("nothing listens there")
             .to_string();

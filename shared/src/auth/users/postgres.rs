@@ -92,7 +92,15 @@ impl PostgresUsers {
                 })?;
             Ok(pool)
         });
-        let pool = futures::executor::block_on(started)??;
+        let started = futures::executor::block_on(started).map_err(StoreError::from);
+        let pool = match started.and_then(std::convert::identity) {
+            Ok(pool) => pool,
+            Err(error) => {
+                // The caller may be on a runtime, where dropping one would panic.
+                runtime.shutdown_background();
+                return Err(error);
+            }
+        };
         tracing::info!(url = %url, "users in PostgreSQL");
         Ok(Self {
             pool,
