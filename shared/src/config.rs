@@ -10,6 +10,7 @@
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use std::str::FromStr;
 
 use common::config::resolve;
 pub use common::config::value::{Bounded, Millis, NonEmptyString, Seconds};
@@ -17,6 +18,7 @@ pub use common::config::{BackendConfig, BackendsConfig, ConfigError};
 pub use common::shadow::ShadowSecretSection;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
+use sqlx::postgres::PgConnectOptions;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Config {
@@ -65,8 +67,11 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// The SQLite file both backends share (users, rate-limit buckets, login throttling).
+    /// The SQLite file both backends share (rate-limit buckets, login throttling, and the users
+    /// unless `url` is set).
     pub path: PathBuf,
+    /// The PostgreSQL that holds the users instead of `path`, for backends on several hosts.
+    pub url: Option<PostgresUrl>,
     /// Create `demo@example.com` / `demo-password` on start if it does not exist. Development only.
     pub seed_demo_user: bool,
 }
@@ -75,8 +80,57 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("data/gateway.db"),
+            url: None,
             seed_demo_user: false,
         }
+    }
+}
+
+/// A `postgres://` URL, parsed when the config loads. It shows (`Display`, `Debug`) without
+/// its password, so neither a log line nor an error message can leak it.
+#[derive(Clone)]
+pub struct PostgresUrl {
+    options: PgConnectOptions,
+}
+
+impl PostgresUrl {
+    pub fn new(url: &str) -> Result<Self, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("must start with postgres:// or postgresql://".into());
+        }
+        // sqlx's parse errors name the part that is wrong, never the URL itself.
+        let options = PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+        Ok(Self { options })
+    }
+
+    pub fn options(&self) -> &PgConnectOptions {
+        &self.options
+    }
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options = &self.options;
+        write!(
+            f,
+            "postgres://{}@{}:{}/{}",
+            options.get_username(),
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        )
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresUrl({self})")
+    }
+}
+
+impl<'de> Deserialize<'de> for PostgresUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::new(&String::deserialize(deserializer)?).map_err(D::Error::custom)
     }
 }
 
@@ -484,6 +538,11 @@ mod tests {
                 "store.on_store_error",
             ),
             ("[store]\nkinds = \"redis\"\n", "kinds"),
+            ("[database]\nurl = \"mysql://db/users\"\n", "database.url"),
+            (
+                "[database]\nurl = \"postgres://db:port/users\"\n",
+                "database.url",
+            ),
         ] {
             let error = parse(text).unwrap_err().to_string();
             assert!(error.contains(key), "{text}: {error}");
@@ -504,6 +563,22 @@ mod tests {
         );
         assert_eq!(store.timeout, Duration::from_millis(200));
         assert_eq!(store.on_store_error, OnStoreError::Deny);
+    }
+
+    #[test]
+    fn a_postgres_url_is_parsed_and_never_shows_its_password() {
+        let config = parse(
+            "[database]\nurl = \"postgres://gateway:s3cret@db.internal:6432/users?sslmode=require\"\n",
+        )
+        .expect("a valid URL");
+        let url = config.database.url.as_ref().expect("the url is set");
+        assert_eq!(url.to_string(), "postgres://gateway@db.internal:6432/users");
+        assert_eq!(url.options().get_port(), 6432);
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(
+            parse("").unwrap().database.url.is_none(),
+            "SQLite by default"
+        );
     }
 
     #[test]

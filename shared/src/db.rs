@@ -1,4 +1,5 @@
-//! The SQLite file both backend processes share: users, rate-limit buckets, login failures.
+//! The SQLite file both backend processes share: rate-limit buckets, login failures and, unless
+//! `database.url` puts them in PostgreSQL (`crate::auth::users`), users.
 //!
 //! WAL mode lets the two processes read and write the file at once; every statement runs on
 //! tokio's blocking pool so SQLite never stalls an async worker.
@@ -34,6 +35,17 @@ pub enum StoreError {
     /// A networked store (`crate::store`) did not answer, or not in time.
     #[error("{0}")]
     Unavailable(String),
+    #[error("database.url: cannot connect to PostgreSQL at {url}: {source}")]
+    PostgresConnect { url: String, source: sqlx::Error },
+    #[error("database.url: cannot migrate PostgreSQL at {url}: {source}")]
+    PostgresMigrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("cannot start a runtime for the database client: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// A store failure is the server's fault: a 500, its detail logged and never sent; a shared

@@ -23,7 +23,7 @@ use crate::auth::passwords::{PasswordError, Passwords};
 use crate::auth::secret::{self, SecretError};
 use crate::auth::throttle::LoginThrottleStore;
 use crate::auth::tokens::Tokens;
-use crate::auth::users::{User, Users};
+use crate::auth::users::{self, User, UserStore};
 use crate::config::{Config, ProviderKind};
 use crate::db::{Database, StoreError};
 use crate::endpoint::Endpoint;
@@ -85,7 +85,7 @@ pub struct Service {
 struct Inner {
     backend: BackendName,
     config: Config,
-    users: Users,
+    users: Box<dyn UserStore>,
     passwords: Passwords,
     tokens: Tokens,
     throttle: Box<dyn LoginThrottleStore>,
@@ -111,10 +111,10 @@ impl Service {
             .shadow
             .load_key()
             .map_err(StartupError::ShadowSecret)?;
-        let users = Users::new(db.clone());
+        let users = users::open(&config.database, || Ok(db.clone()))?;
         let passwords = Passwords::new(config.hash_concurrency())?;
         if config.database.seed_demo_user {
-            seed_demo_user(&users)?;
+            users::block_on(seed_demo_user(users.as_ref()))??;
         }
         let provider: Box<dyn Provider> = match config.generate.provider {
             ProviderKind::Local => Box::new(LocalProvider::new(&config.generate.local)),
@@ -191,8 +191,8 @@ impl Service {
     }
 }
 
-fn seed_demo_user(users: &Users) -> Result<(), StartupError> {
-    if users.exists_blocking(DEMO_EMAIL)? {
+async fn seed_demo_user(users: &dyn UserStore) -> Result<(), StartupError> {
+    if users.find_by_email(DEMO_EMAIL).await?.is_some() {
         return Ok(());
     }
     let user = User {
@@ -201,7 +201,7 @@ fn seed_demo_user(users: &Users) -> Result<(), StartupError> {
         name: DEMO_NAME.into(),
         password_hash: crate::auth::passwords::hash_blocking(DEMO_PASSWORD)?,
     };
-    if users.insert_blocking(&user)? {
+    if users.insert(&user).await? {
         tracing::warn!(
             email = DEMO_EMAIL,
             "seeded the development user; set database.seed_demo_user = false outside development"

@@ -5,6 +5,7 @@ pub mod client;
 pub mod contract;
 pub mod forge;
 pub mod redis;
+pub mod postgres;
 pub mod server;
 
 use std::path::Path;
