@@ -80,9 +80,12 @@ pub async fn run(
     out_dir: &Path,
     command_line: String,
 ) -> Result<Outcome, BenchError> {
-    let wrk = wrk::Wrk::find();
+    let wrk = wrk::Wrk::find().filter(|_| settings.wrk);
     match &wrk {
         Some(wrk) => eprintln!("bench: closed loop driven by {}", wrk.program.display()),
+        None if !settings.wrk => {
+            eprintln!("bench: --no-wrk: the harness's own generator drives everything")
+        }
         None => eprintln!(
             "bench: wrk is not installed (scripts/install --bench installs it); the harness's own \
              generator drives the closed loop too, and the report says so"

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 
 use crate::load::Mode;
 use crate::plan::{
-    Driver, Endpoint, FloodResult, Measurements, PerRequest, Sample, Series, Settings, mode_name,
+    Driver, Endpoint, FloodResult, Measurements, PerRequest, Sample, Series, Settings, WrkUse,
+    mode_name,
 };
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -282,21 +283,35 @@ pub fn targets(m: &Measurements) -> Vec<Target> {
     all
 }
 
-fn driver_note(driver: Driver, wrk: Option<&str>, quick: bool) -> String {
+/// Why wrk drove nothing, when it did not.
+fn without_wrk(wrk: &WrkUse) -> Option<&'static str> {
+    match wrk {
+        WrkUse::Used { .. } => None,
+        WrkUse::NotInstalled => {
+            Some("**wrk is not installed**: `scripts/install --bench` installs it")
+        }
+        WrkUse::Declined => Some("**`--no-wrk`**"),
+    }
+}
+
+fn driver_note(driver: Driver, wrk: &WrkUse, quick: bool) -> String {
     match (driver, wrk) {
-        (Driver::Wrk { .. }, Some(path)) => format!("{} (`{path}`)", driver.describe()),
-        (_, None) => format!(
-            "{} (**wrk is not installed**: `scripts/install --bench` installs it)",
-            Driver::Own.describe()
+        (Driver::Wrk { .. }, WrkUse::Used { path }) => {
+            format!("{} (`{path}`)", driver.describe())
+        }
+        (_, WrkUse::Used { .. }) if quick => format!("{} (quick mode)", Driver::Own.describe()),
+        (_, WrkUse::Used { .. }) => Driver::Own.describe(),
+        (_, other) => format!(
+            "{} ({})",
+            Driver::Own.describe(),
+            without_wrk(other).unwrap_or_default()
         ),
-        (_, Some(_)) if quick => format!("{} (quick mode)", Driver::Own.describe()),
-        _ => Driver::Own.describe(),
     }
 }
 
 pub fn markdown(m: &Measurements, settings: &Settings, context: &Context) -> String {
     let mut out = String::new();
-    let wrk = m.wrk.as_deref();
+    let wrk = &m.wrk;
     let closed_driver = m
         .series
         .iter()
@@ -408,6 +423,12 @@ fn target_table(out: &mut String, m: &Measurements) {
         out,
         "## Targets (issue 12)\n\nProxy figures are the proxy at 0 % (in front of the legacy backend, like nginx and haproxy), closed loop; ratios of medians.\n\n| target | bound | measured | |\n|---|---:|---:|---|"
     );
+    if let Some(why) = without_wrk(&m.wrk) {
+        let _ = writeln!(
+            out,
+            "| *the closed-loop figures below were driven by the harness's own generator ({why}); the generator check could not tell whether it was the bottleneck* | | | |"
+        );
+    }
     for target in targets(m) {
         let _ = writeln!(
             out,
@@ -428,10 +449,10 @@ fn generator_checks(out: &mut String, m: &Measurements) {
         out,
         "## Generator check: the legacy backend alone, closed loop, both generators\n"
     );
-    if m.generator_checks.is_empty() {
+    if let Some(why) = without_wrk(&m.wrk) {
         let _ = writeln!(
             out,
-            "wrk is not installed: nothing to check the own generator against; its closed-loop peaks may understate the servers.\n"
+            "No wrk ({why}): nothing to check the own generator against; its closed-loop peaks may understate the servers.\n"
         );
         return;
     }
