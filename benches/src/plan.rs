@@ -21,7 +21,8 @@ pub struct Settings {
     pub connections: usize,
     /// The open-loop rate of the light endpoints (login gets a fortieth of it).
     pub rate: f64,
-    /// A bound on requests per run, whatever the duration.
+    /// A bound on requests per run of the own generator, whatever the duration (wrk is
+    /// bounded by its whole seconds, and killed ten seconds past them).
     pub max_requests: u64,
     /// Whether wrk is used at all where it is installed (`--no-wrk` says no: the harness's
     /// own generator drives everything, as on a machine without wrk).
