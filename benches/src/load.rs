@@ -227,7 +227,11 @@ pub async fn run(
                     {
                         break;
                     }
-                    tokio::time::sleep_until(due.into()).await;
+                    // Closed loop sends at once: a timer for a deadline already passed would
+                    // still go through the timer wheel on every request.
+                    if schedule.is_some() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     // One reconnect for a connection the server closed while idle; the
                     // request's latency still counts from when it was due.
                     let mut outcome = Exchange::NotSent;
