@@ -20,6 +20,30 @@ pub struct Fleet {
     pub nginx: Option<Server>,
     pub haproxy: Option<Server>,
     pub dir: tempfile::TempDir,
+    bin_dir: PathBuf,
+    backend_toml: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Legacy,
+    New,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Legacy => "legacy",
+            Backend::New => "new",
+        }
+    }
+
+    fn binary(self) -> &'static str {
+        match self {
+            Backend::Legacy => "legacy-backend",
+            Backend::New => "new-backend",
+        }
+    }
 }
 
 fn backend_config(dir: &Path, legacy: SocketAddr, new: SocketAddr) -> String {
@@ -41,6 +65,9 @@ const ROLLOUT_AT_50: &str = "[rollout]\nenabled = true\non_failure = \"pause\"\n
     steps = [{ percent = 50, hold = \"1000h\" }, { percent = 100 }]\n\
     [rollout.analysis]\ninterval = \"1s\"\n";
 
+/// The shipped defaults (every feature on: cookies, metrics, the dashboard's window, the edge
+/// checks, the head deadline; `threads` and the per-client limit as shipped) but for the
+/// addresses, the cookie key's file and a short shutdown grace, which no request sees.
 fn proxy_config(
     dir: &Path,
     backends: (SocketAddr, SocketAddr),
@@ -51,8 +78,8 @@ fn proxy_config(
     format!(
         "[backends.legacy]\nlisten = \"{}\"\n[backends.new]\nlisten = \"{}\"\n\
          [routing]\nnew_percent = {percent}\n\
-         [proxy]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nthreads = 2\n\
-         cookie_secret_file = \"{}\"\nmax_requests_per_client = 100000\nshutdown_grace_seconds = 1\n",
+         [proxy]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\
+         cookie_secret_file = \"{}\"\nshutdown_grace_seconds = 1\n",
         backends.0,
         backends.1,
         dir.join("cookie.secret").display(),
@@ -202,7 +229,40 @@ impl Fleet {
             nginx,
             haproxy,
             dir,
+            bin_dir: bin_dir.to_owned(),
+            backend_toml,
         })
+    }
+
+    /// One more `backend` process beside the fleet's (same config and database, its own
+    /// port), pinned to `cpu` with `taskset` when given: the pinned scenarios get servers of
+    /// their own, so the unpinned comparisons never run on a process whose affinity was
+    /// changed. Stopped when dropped.
+    pub async fn start_extra(
+        &self,
+        backend: Backend,
+        pin: Option<(&Path, usize)>,
+    ) -> Result<Server, ProcError> {
+        let addr = free_addr();
+        let program = self.bin_dir.join(backend.binary());
+        let mut command = match pin {
+            Some((taskset, cpu)) => {
+                let mut command = Command::new(taskset);
+                command.arg("-c").arg(cpu.to_string()).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        command
+            .arg("--config")
+            .arg(&self.backend_toml)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("RUST_LOG", "warn");
+        let name = format!("{}-pinned", backend.name());
+        let mut server = Server::spawn(&name, command, addr, self.dir.path())?;
+        server.wait_ready("/health").await?;
+        Ok(server)
     }
 
     /// Every configuration to measure: (name, the process in front if any, the backend).

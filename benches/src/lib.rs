@@ -7,6 +7,7 @@ pub mod plan;
 pub mod plot;
 pub mod procs;
 pub mod report;
+pub mod wrk;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,8 @@ pub use plan::Settings;
 pub enum BenchError {
     #[error(transparent)]
     Process(#[from] procs::ProcError),
+    #[error(transparent)]
+    Wrk(#[from] wrk::WrkError),
     #[error("the demo login failed before measuring; see the backend logs")]
     Login,
     #[error("interrupted; every server started was stopped")]
@@ -77,13 +80,34 @@ pub async fn run(
     out_dir: &Path,
     command_line: String,
 ) -> Result<Outcome, BenchError> {
+    let wrk = wrk::Wrk::find().filter(|_| settings.wrk);
+    match &wrk {
+        Some(wrk) => eprintln!("bench: closed loop driven by {}", wrk.program.display()),
+        None if !settings.wrk => {
+            eprintln!("bench: --no-wrk: the harness's own generator drives everything")
+        }
+        None => eprintln!(
+            "bench: wrk is not installed (scripts/install --bench installs it); the harness's own \
+             generator drives the closed loop too, and the report says so"
+        ),
+    }
     let fleet = fleet::Fleet::start(bin_dir).await?;
     let configurations = fleet.configurations().len();
+    let expected = plan::expected_duration(&settings, configurations, wrk.is_some());
+    eprintln!(
+        "bench: {configurations} configurations; expect about {:.0} s of load (plus start-up)",
+        expected.as_secs_f64()
+    );
+    let started = std::time::Instant::now();
     let measured = tokio::select! {
-        measured = plan::run(&fleet, &settings, |step| eprintln!("bench: {step}")) => measured?,
+        measured = plan::run(&fleet, &settings, wrk.as_ref(), |step| eprintln!("bench: {step}")) => measured?,
         _ = tokio::signal::ctrl_c() => return Err(BenchError::Interrupted),
     };
     drop(fleet);
+    eprintln!(
+        "bench: measured for {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     std::fs::create_dir_all(out_dir)?;
     let plot_file = out_dir.join("latency.svg");
     plot::latency_svg(&measured, &plot_file).map_err(|e| BenchError::Plot(e.to_string()))?;

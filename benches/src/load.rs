@@ -79,6 +79,23 @@ impl Mode {
     }
 }
 
+/// What one run measured, whichever generator drove it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Figures {
+    /// Answered requests, whatever their status.
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// p50, p90, p99 and p99.9 in microseconds.
+    pub percentiles_us: [u64; 4],
+}
+
+impl Figures {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
 pub struct LoadResult {
     pub requests: u64,
     pub errors: u64,
@@ -91,8 +108,14 @@ impl LoadResult {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    pub fn percentile_ms(&self, quantile: f64) -> f64 {
-        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    pub fn figures(&self) -> Figures {
+        Figures {
+            requests: self.requests,
+            errors: self.errors,
+            elapsed: self.elapsed,
+            percentiles_us: [0.50, 0.90, 0.99, 0.999]
+                .map(|quantile| self.latency_us.value_at_quantile(quantile)),
+        }
     }
 }
 
@@ -204,7 +227,11 @@ pub async fn run(
                     {
                         break;
                     }
-                    tokio::time::sleep_until(due.into()).await;
+                    // Closed loop sends at once: a timer for a deadline already passed would
+                    // still go through the timer wheel on every request.
+                    if schedule.is_some() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     // One reconnect for a connection the server closed while idle; the
                     // request's latency still counts from when it was due.
                     let mut outcome = Exchange::NotSent;

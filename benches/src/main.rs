@@ -21,9 +21,13 @@ struct Args {
     /// Rounds of alternation (full runs).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Seconds per run (full runs).
+    /// Seconds per run (full runs; wrk rounds to whole seconds).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Do not use wrk even where it is installed: the harness's own generator drives the
+    /// closed loop too (the report says so).
+    #[arg(long)]
+    no_wrk: bool,
 }
 
 #[tokio::main]
@@ -34,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         benches::Settings::full()
     };
+    settings.wrk = !args.no_wrk;
     if let Some(rounds) = args.rounds {
         settings.rounds = rounds.max(1);
     }

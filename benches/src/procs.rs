@@ -110,15 +110,47 @@ impl Server {
         }
     }
 
-    /// CPU seconds (user + system) of this process and all its descendants still alive
+    /// CPU time and context switches of this process and all its descendants still alive
     /// (nginx's workers are children of its master).
-    pub fn cpu_seconds(&self) -> f64 {
-        tree(self.pid()).iter().map(|pid| cpu_of(*pid)).sum()
+    pub fn usage(&self) -> Usage {
+        tree(self.pid()).iter().map(|pid| usage_of(*pid)).sum()
     }
 
     /// Peak resident memory (VmHWM) in KiB, summed over the process tree.
     pub fn peak_rss_kib(&self) -> u64 {
         tree(self.pid()).iter().map(|pid| peak_rss_of(*pid)).sum()
+    }
+}
+
+/// What a process (tree) has consumed since it started; differences of two readings are what
+/// a run cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub user_seconds: f64,
+    pub system_seconds: f64,
+    /// Voluntary and involuntary, summed over every thread.
+    pub context_switches: u64,
+}
+
+impl Usage {
+    pub fn since(self, earlier: Usage) -> Usage {
+        Usage {
+            user_seconds: self.user_seconds - earlier.user_seconds,
+            system_seconds: self.system_seconds - earlier.system_seconds,
+            context_switches: self
+                .context_switches
+                .saturating_sub(earlier.context_switches),
+        }
+    }
+}
+
+impl std::iter::Sum for Usage {
+    fn sum<I: Iterator<Item = Usage>>(iter: I) -> Usage {
+        iter.fold(Usage::default(), |a, b| Usage {
+            user_seconds: a.user_seconds + b.user_seconds,
+            system_seconds: a.system_seconds + b.system_seconds,
+            context_switches: a.context_switches + b.context_switches,
+        })
     }
 }
 
@@ -148,11 +180,41 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
-fn cpu_of(pid: u32) -> f64 {
+/// User and system time from `/proc/PID/stat` (fields 14 and 15; they include the threads
+/// that have exited), context switches summed over `/proc/PID/task/*/status` (the process's
+/// own status counts its main thread only).
+fn usage_of(pid: u32) -> Usage {
     // After the name: state(0) ppid(1) … utime(11) stime(12).
-    stat_fields(pid)
-        .and_then(|f| Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?))
-        .map_or(0.0, |ticks| ticks / TICKS_PER_SECOND)
+    let ticks = |index: usize| {
+        stat_fields(pid)
+            .and_then(|f| f.get(index)?.parse::<f64>().ok())
+            .map_or(0.0, |ticks| ticks / TICKS_PER_SECOND)
+    };
+    let context_switches = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+                .map(|status| context_switches(&status))
+                .sum()
+        })
+        .unwrap_or(0);
+    Usage {
+        user_seconds: ticks(11),
+        system_seconds: ticks(12),
+        context_switches,
+    }
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of one `/proc/…/status` text.
+fn context_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches:")
+                || l.starts_with("nonvoluntary_ctxt_switches:")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 fn peak_rss_of(pid: u32) -> u64 {
@@ -191,6 +253,32 @@ fn tree(pid: u32) -> Vec<u32> {
     all
 }
 
+/// The CPUs this process may run on (`Cpus_allowed_list`), lowest first; the pinned
+/// scenarios put the server on the first and the generator on the second.
+pub fn allowed_cpus() -> Vec<usize> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(cpu_list)
+        })
+        .unwrap_or_default()
+}
+
+/// A kernel CPU list such as `0-3,6,8-9`.
+fn cpu_list(text: &str) -> Vec<usize> {
+    text.trim()
+        .split(',')
+        .filter_map(|part| match part.split_once('-') {
+            Some((first, last)) => Some(first.parse().ok()?..=last.parse().ok()?),
+            None => part.parse().ok().map(|cpu| cpu..=cpu),
+        })
+        .flatten()
+        .collect()
+}
+
 /// A loopback port free right now.
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -198,11 +286,42 @@ pub fn free_addr() -> SocketAddr {
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
-/// Whether `program` is on the PATH (nginx and haproxy are optional).
+/// Whether `program` is on the PATH or in the system's usual places (nginx, haproxy, wrk and
+/// taskset are optional).
 pub fn installed(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .chain(
+            ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+                .into_iter()
+                .map(PathBuf::from),
+        )
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_switches_add_both_kinds() {
+        let status =
+            "Name:\tproxy\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(context_switches(status), 127);
+    }
+
+    #[test]
+    fn cpu_lists_expand_ranges() {
+        assert_eq!(cpu_list("0-1\n"), [0, 1]);
+        assert_eq!(cpu_list("0-2,5,7-8"), [0, 1, 2, 5, 7, 8]);
+        assert!(cpu_list("").is_empty());
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu_and_switched() {
+        let usage = usage_of(std::process::id());
+        assert!(usage.user_seconds + usage.system_seconds >= 0.0);
+        assert!(usage.context_switches > 0, "{usage:?}");
+    }
 }
