@@ -721,6 +721,10 @@ mod tests {
             config.proxy.cookie_secret_file,
             PathBuf::from("/srv/data/cookie.secret")
         );
+        assert_eq!(
+            config.proxy.upgrade_socket,
+            PathBuf::from("/srv/data/proxy-upgrade.sock")
+        );
         assert_eq!(config.proxy.admin_token_file, None);
     }
 
@@ -876,6 +880,7 @@ mod tests {
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
         config.rollout.state_file = PathBuf::from("/srv/rollout.json");
         config.shadow.secret_file = PathBuf::from("/srv/shadow.secret");
+        config.proxy.upgrade_socket = PathBuf::from("/srv/proxy-upgrade.sock");
         config.proxy.cors.allowed_origins = vec![Origin::parse("http://localhost:5173").unwrap()];
         config.proxy.security_headers.x_dns_prefetch_control = OptionalHeaderValue::off();
         let text = toml::to_string(&config).unwrap();
@@ -1094,6 +1099,7 @@ failures_to_rollback = 2
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
         config.rollout.state_file = PathBuf::from("/srv/rollout.json");
         config.shadow.secret_file = PathBuf::from("/srv/shadow.secret");
+        config.proxy.upgrade_socket = PathBuf::from("/srv/proxy-upgrade.sock");
         let text = toml::to_string(&config).unwrap();
         assert_eq!(parse(&text).unwrap(), config, "{text}");
     }

@@ -509,6 +509,46 @@ impl ChildProxy {
         })
         .await
     }
+
+    /// Edits the config file, then runs `proxy --upgrade` on it, expecting it to fail: waits
+    /// (bounded) until it has exited and returns how, with what it wrote on stderr.
+    pub async fn failed_upgrade(
+        &mut self,
+        edit: impl FnOnce(&mut ProxyConfig),
+    ) -> (ExitStatus, String) {
+        let mut config = ProxyConfig::load(&self.config_path).expect("the child's config");
+        edit(&mut config);
+        write_config(&self.config_path, &config);
+        upgrade_exit(&self.config_path).await
+    }
+}
+
+/// Runs `proxy --upgrade` on `config_path` and waits (bounded) until it has exited; returns
+/// how, with what it wrote on stderr.
+pub async fn upgrade_exit(config_path: &Path) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .arg("--config")
+        .arg(config_path)
+        .arg("--upgrade")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the proxy binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let written = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let mut guard = ChildGuard(Some(child));
+    let child = guard.0.as_mut().expect("the child is held");
+    let status = eventually(
+        "proxy --upgrade exits",
+        Duration::from_secs(40),
+        async || child.try_wait().expect("the child's status"),
+    )
+    .await;
+    (status, written.join().expect("the stderr reader"))
 }
 
 /// Where a child logged it listens.

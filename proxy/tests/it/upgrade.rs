@@ -15,7 +15,9 @@ use shared::routes::{GENERATE, HEALTH, LOGIN};
 use shared::testing::client::{Answer, client, send};
 use shared::testing::{TestEnv, eventually};
 
-use crate::harness::{ChildProxy, addr_of, start_legacy, start_new};
+use crate::harness::{
+    ChildProxy, Refusing, addr_of, start_legacy, start_new, upgrade_exit, write_config,
+};
 
 /// Bounds of the load: each worker sends at most this many requests, for at most this long.
 const REQUESTS_PER_WORKER: usize = 20_000;
@@ -256,4 +258,51 @@ async fn an_upgrade_applies_a_setting_that_needs_a_restart() {
     let (before, after) = hand_over(|config| config.proxy.threads = threads).await;
     assert_eq!(before["process"]["threads"], 1);
     assert_eq!(after["process"]["threads"], 2);
+}
+
+/// A successor that cannot serve (its edited config wants an admin address another socket
+/// holds) exits with an error naming the address; the running proxy keeps serving, and lets
+/// go of its controller and its control socket, so the next upgrade succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_leaves_the_running_proxy_serving() {
+    let mut proxy = ChildProxy::start().await;
+    let running = proxy.pid();
+    let taken = Refusing::bind();
+    let (exit, stderr) = proxy
+        .failed_upgrade(|config| config.proxy.admin_listen = taken.addr())
+        .await;
+    assert!(!exit.success(), "{exit}: {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {}", taken.addr())),
+        "{stderr}"
+    );
+    let answer = status(&proxy).await.expect("the running proxy answers");
+    assert_eq!(answer["process"]["pid"], running);
+
+    let any_port = "127.0.0.1:0".parse().expect("an address");
+    let mut predecessor = proxy
+        .upgrade(|config| config.proxy.admin_listen = any_port)
+        .await;
+    assert_eq!(predecessor.pid(), running);
+    let exit = predecessor.exited(Duration::from_secs(30)).await;
+    assert!(exit.success(), "the predecessor's exit: {exit}");
+    let answer = status(&proxy).await.expect("the successor answers");
+    assert_eq!(answer["process"]["pid"], proxy.pid());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_with_no_proxy_running_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let config_path = dir.path().join("proxy.toml");
+    let (legacy, new) = (Refusing::bind(), Refusing::bind());
+    let mut config = ProxyConfig::default();
+    config.backends.legacy.listen = legacy.addr();
+    config.backends.new.listen = new.addr();
+    write_config(&config_path, &config);
+    let (exit, stderr) = upgrade_exit(&config_path).await;
+    assert!(!exit.success(), "{exit}: {stderr}");
+    assert!(
+        stderr.contains("no running proxy answers on proxy.upgrade_socket"),
+        "{stderr}"
+    );
 }
