@@ -268,7 +268,7 @@ fn run(
             ),
         ));
         if let Some(predecessor) = upgrades.predecessor {
-            predecessor.apply_health(&state);
+            predecessor.carry_over(&state);
             let announce = server.add_service(background_service(
                 "upgrade ready",
                 AnnounceReady::new(predecessor, Arc::clone(&stop)),

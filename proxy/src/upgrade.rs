@@ -48,7 +48,7 @@ use tokio::sync::Notify;
 use crate::config::StartupSettings;
 use crate::routing::Side;
 use crate::server::{Listeners, StartupError};
-use crate::state::ProxyState;
+use crate::state::{Generation, ProxyState};
 
 /// How long the running proxy waits for a successor's request, once connected.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,12 +106,17 @@ struct Request {
     pid: u32,
 }
 
-/// The running proxy's answer; `sockets` names the attached descriptors, in order.
+/// The running proxy's answer; `sockets` names the attached descriptors, in order. Fields
+/// added later get a default, and unknown ones are ignored, so two builds still understand
+/// each other.
 #[derive(Debug, Serialize, Deserialize)]
 struct Handover {
     pid: u32,
     sockets: Vec<Role>,
     health: HealthView,
+    /// Its config generation, which the successor's first one follows.
+    #[serde(default)]
+    generation: u64,
 }
 
 /// Whether the health checks last found each backend up.
@@ -164,6 +169,7 @@ impl ControlSocket {
 pub struct Predecessor {
     pub pid: u32,
     health: HealthView,
+    generation: u64,
     sockets: Vec<(Role, OwnedFd)>,
     connection: UnixStream,
 }
@@ -197,6 +203,7 @@ pub fn take_over(path: &Path) -> Result<Predecessor, UpgradeError> {
     Ok(Predecessor {
         pid: handover.pid,
         health: handover.health,
+        generation: handover.generation,
         sockets: handover.sockets.into_iter().zip(fds).collect(),
         connection,
     })
@@ -292,9 +299,10 @@ impl Predecessor {
         })
     }
 
-    /// Starts from the predecessor's health view instead of assuming both backends up; the
-    /// health checks go on from there.
-    pub fn apply_health(&self, state: &ProxyState) {
+    /// Carries the predecessor's state over: its health view instead of assuming both
+    /// backends up (the health checks go on from there), and its config generation, which
+    /// this process's first one follows. Before the services start, so none saw another.
+    pub fn carry_over(&self, state: &ProxyState) {
         for (side, up) in [
             (Side::Legacy, self.health.legacy),
             (Side::New, self.health.new),
@@ -302,6 +310,14 @@ impl Predecessor {
             state.health.set(side, up);
             state.metrics.backend_up(side, up);
         }
+        let first = state.live.load_full();
+        let number = self.generation.max(first.number) + 1;
+        state
+            .metrics
+            .config_applied(number, first.settings.new_basis_points());
+        state
+            .live
+            .store(Arc::new(Generation::new(number, first.settings.clone())));
     }
 }
 
@@ -426,6 +442,7 @@ impl UpgradeService {
                 pid: std::process::id(),
                 sockets: roles,
                 health,
+                generation: self.state.live.load().number,
             };
             (serde_json::to_vec(&handover)?, raw)
         };

@@ -374,6 +374,8 @@ pub struct ChildProxy {
     child: Child,
     pub base_url: String,
     pub admin_url: String,
+    /// `https://…` of the TLS listener, when `[proxy.tls]` is set.
+    pub https_url: Option<String>,
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
     /// Held while the child runs, so its health checks reach nothing else.
@@ -422,6 +424,7 @@ impl ChildProxy {
             child,
             base_url: format!("http://{}", listening.public),
             admin_url: format!("http://{}", listening.admin),
+            https_url: listening.tls.map(|tls| format!("https://{tls}")),
             config_path,
             _dir: dir,
             _backends: held,
@@ -457,6 +460,7 @@ impl ChildProxy {
                 Some(Listening {
                     public: field("listen")?,
                     admin: field("admin")?,
+                    tls: field("tls"),
                 })
             },
         )
@@ -555,6 +559,7 @@ pub async fn upgrade_exit(config_path: &Path) -> (ExitStatus, String) {
 struct Listening {
     public: String,
     admin: String,
+    tls: Option<String>,
 }
 
 /// A child killed and reaped when dropped, unless taken.

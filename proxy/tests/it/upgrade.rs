@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::config::value::{Millis, Seconds};
 use futures::StreamExt;
-use proxy::config::ProxyConfig;
+use proxy::config::{ProxyConfig, TlsSection};
 use serde_json::{Value, json};
 use shared::routes::{GENERATE, HEALTH, LOGIN};
 use shared::testing::client::{Answer, client, send};
@@ -18,6 +18,7 @@ use shared::testing::{TestEnv, eventually};
 use crate::harness::{
     ChildProxy, Refusing, addr_of, start_legacy, start_new, upgrade_exit, write_config,
 };
+use crate::tls::https_client;
 
 /// Bounds of the load: each worker sends at most this many requests, for at most this long.
 const REQUESTS_PER_WORKER: usize = 20_000;
@@ -250,6 +251,12 @@ async fn hand_over(edit: impl FnOnce(&mut ProxyConfig)) -> (Value, Value) {
 async fn an_upgrade_hands_over_without_a_refused_or_failed_request() {
     let (before, after) = hand_over(|_| {}).await;
     assert_eq!(after["newPercent"], before["newPercent"]);
+    let generation = before["generation"].as_u64().expect("a generation");
+    assert_eq!(
+        after["generation"],
+        generation + 1,
+        "the successor's load follows"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,4 +312,40 @@ async fn an_upgrade_with_no_proxy_running_says_where_it_looked() {
         stderr.contains("no running proxy answers on proxy.upgrade_socket"),
         "{stderr}"
     );
+}
+
+/// The TLS listener is handed over too: HTTPS answers at the same address from the successor,
+/// on a new connection and on one kept alive from before the hand-over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_hands_the_tls_listener_over_too() {
+    let certificates = tempfile::tempdir().expect("a temporary folder");
+    let (cert_file, key_file) =
+        proxy::tls::write_dev_certificate(certificates.path()).expect("a development certificate");
+    let root = std::fs::read(&cert_file).expect("the certificate");
+    let (legacy, new) = (Refusing::bind(), Refusing::bind());
+    let mut config = ProxyConfig::default();
+    config.backends.legacy.listen = legacy.addr();
+    config.backends.new.listen = new.addr();
+    let any_port = "127.0.0.1:0".parse().expect("an address");
+    config.proxy.tls = Some(TlsSection::new(any_port, cert_file, key_file));
+    let mut proxy = ChildProxy::start_with(config, |text| text, vec![legacy, new]).await;
+    let url = format!(
+        "{}{HEALTH}",
+        proxy.https_url.as_deref().expect("an HTTPS listener")
+    );
+    // Both backends refuse: any answer is the proxy's own, which is all this needs.
+    let answers = async |client: &reqwest::Client| {
+        let response = client.get(&url).send().await.expect("HTTPS answers");
+        assert!(response.status().is_server_error(), "{response:?}");
+    };
+    let kept = https_client(&[&root], false);
+    answers(&kept).await;
+
+    let mut predecessor = proxy.upgrade(|_| {}).await;
+    let exit = predecessor.exited(Duration::from_secs(30)).await;
+    assert!(exit.success(), "the predecessor's exit: {exit}");
+    answers(&https_client(&[&root], false)).await;
+    answers(&kept).await;
+    let answer = status(&proxy).await.expect("the successor answers");
+    assert_eq!(answer["process"]["pid"], proxy.pid());
 }
