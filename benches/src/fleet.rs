@@ -79,10 +79,13 @@ fn proxy_config(
         "[backends.legacy]\nlisten = \"{}\"\n[backends.new]\nlisten = \"{}\"\n\
          [routing]\nnew_percent = {percent}\n\
          [proxy]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\
-         cookie_secret_file = \"{}\"\nshutdown_grace_seconds = 1\n",
+         cookie_secret_file = \"{}\"\nshutdown_grace_seconds = 1\n\
+         upgrade_socket = \"{}\"\n",
         backends.0,
         backends.1,
         dir.join("cookie.secret").display(),
+        // The proxies share this folder; each needs a control socket of its own.
+        dir.join(format!("proxy-{}.sock", listen.port())).display(),
     )
 }
 

@@ -51,6 +51,8 @@ impl AdminApp {
             "generation": generation.number,
             "loadedAt": generation.loaded_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             "configPath": state.config_path.display().to_string(),
+            // Which process answers: after an upgrade, the successor's.
+            "process": {"pid": std::process::id(), "threads": state.startup.threads.get()},
             "newPercent": generation.settings.routing.new_percent.as_percent(),
             "backends": {"legacy": backend(Side::Legacy), "new": backend(Side::New)},
             "counts": {

@@ -115,6 +115,9 @@ pub struct ProxySection {
     pub total_timeout_ms: Millis,
     /// How long SIGTERM/SIGINT wait for in-flight requests. Restart to change.
     pub shutdown_grace_seconds: Seconds,
+    /// The Unix socket (owner-only) on which a proxy started with `--upgrade` takes over
+    /// this one's listening sockets (see `upgrade`). Restart to change.
+    pub upgrade_socket: PathBuf,
     /// Paths the public listener answers 404 `NOT_FOUND` itself, never routed: a backend's
     /// endpoints for operators. Matched exactly, however a request spells them (case,
     /// percent-encoding, `//`, dot segments, a trailing slash); see `internal`.
@@ -187,6 +190,7 @@ impl Default for ProxySection {
             read_timeout_ms: Millis::of(60_000),
             total_timeout_ms: Millis::of(300_000),
             shutdown_grace_seconds: Seconds::of(10),
+            upgrade_socket: PathBuf::from("data/proxy-upgrade.sock"),
             internal_paths: vec![InternalPath::of("/metrics")],
             tls: None,
             cors: CorsSection::default(),
@@ -493,6 +497,7 @@ pub struct StartupSettings {
     pub cookie_secret_file: PathBuf,
     pub admin_token_file: Option<PathBuf>,
     pub shutdown_grace_seconds: Seconds,
+    pub upgrade_socket: PathBuf,
     /// `proxy.tls.listen`, if TLS is on (the certificate reloads; the listener does not).
     pub tls_listen: Option<SocketAddr>,
 }
@@ -511,6 +516,7 @@ impl ProxyConfig {
         config.proxy.cookie_secret_file =
             common::config::resolve(base, &config.proxy.cookie_secret_file);
         config.rollout.state_file = common::config::resolve(base, &config.rollout.state_file);
+        config.proxy.upgrade_socket = common::config::resolve(base, &config.proxy.upgrade_socket);
         config.shadow.secret_file = common::config::resolve(base, &config.shadow.secret_file);
         if let Some(file) = &mut config.proxy.admin_token_file {
             *file = common::config::resolve(base, file);
@@ -569,6 +575,7 @@ impl ProxyConfig {
             cookie_secret_file: self.proxy.cookie_secret_file.clone(),
             admin_token_file: self.proxy.admin_token_file.clone(),
             shutdown_grace_seconds: self.proxy.shutdown_grace_seconds,
+            upgrade_socket: self.proxy.upgrade_socket.clone(),
             tls_listen: self.proxy.tls.as_ref().map(|tls| tls.listen),
         }
     }
@@ -720,6 +727,10 @@ mod tests {
         assert_eq!(
             config.proxy.cookie_secret_file,
             PathBuf::from("/srv/data/cookie.secret")
+        );
+        assert_eq!(
+            config.proxy.upgrade_socket,
+            PathBuf::from("/srv/data/proxy-upgrade.sock")
         );
         assert_eq!(config.proxy.admin_token_file, None);
     }
@@ -876,6 +887,7 @@ mod tests {
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
         config.rollout.state_file = PathBuf::from("/srv/rollout.json");
         config.shadow.secret_file = PathBuf::from("/srv/shadow.secret");
+        config.proxy.upgrade_socket = PathBuf::from("/srv/proxy-upgrade.sock");
         config.proxy.cors.allowed_origins = vec![Origin::parse("http://localhost:5173").unwrap()];
         config.proxy.security_headers.x_dns_prefetch_control = OptionalHeaderValue::off();
         let text = toml::to_string(&config).unwrap();
@@ -1094,6 +1106,7 @@ failures_to_rollback = 2
         config.proxy.cookie_secret_file = PathBuf::from("/srv/secret");
         config.rollout.state_file = PathBuf::from("/srv/rollout.json");
         config.shadow.secret_file = PathBuf::from("/srv/shadow.secret");
+        config.proxy.upgrade_socket = PathBuf::from("/srv/proxy-upgrade.sock");
         let text = toml::to_string(&config).unwrap();
         assert_eq!(parse(&text).unwrap(), config, "{text}");
     }

@@ -19,6 +19,9 @@ use tokio::sync::Notify;
 
 use crate::state::ProxyState;
 
+/// How long idle keep-alive connections stay open after the process stops accepting.
+const KEEPALIVE_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Put in the connection's user context; signalled once the request head has been read.
 pub struct HeadRead(pub Arc<Notify>);
 
@@ -88,7 +91,14 @@ where
         self.inner.server_options()
     }
 
+    /// Called once the process stops accepting (SIGTERM, or handed over to an upgrade).
+    /// Pingora closes idle keep-alive connections here, and a client that wrote its next
+    /// request at that moment would see it fail; so they first get a moment in which such a
+    /// request is still answered, with `connection: close` (Pingora turns keep-alive off once
+    /// shutting down), and the client's next connection reaches the successor.
     async fn http_cleanup(&self) {
+        let grace = self.state.startup.shutdown_grace_seconds.get();
+        tokio::time::sleep(KEEPALIVE_DRAIN.min(grace)).await;
         self.inner.http_cleanup().await
     }
 }

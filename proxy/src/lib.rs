@@ -26,6 +26,7 @@ pub mod shadow;
 pub mod state;
 pub mod sticky;
 pub mod tls;
+pub mod upgrade;
 pub mod window;
 
 #[cfg(test)]

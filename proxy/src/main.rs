@@ -1,5 +1,6 @@
-//! The proxy's binary: flags, config, bind, serve until SIGTERM/SIGINT; or, with `rollout`,
-//! an operator's client of the running proxy's admin listener.
+//! The proxy's binary: flags, config, bind, serve until SIGTERM/SIGINT or until a successor
+//! takes over (`--upgrade`); or, with `rollout`, an operator's client of the running proxy's
+//! admin listener.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +10,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use common::telemetry::LogFormat;
 use proxy::config::ProxyConfig;
 use proxy::rollout_cli::{self, Action, Target};
-use proxy::server::{self, Listeners};
+use proxy::server::{self, Listeners, Upgrades};
+use proxy::upgrade::{self, ControlSocket};
 
 #[derive(Parser)]
 #[command(about = "The canary edge proxy in front of the legacy and new backends")]
@@ -23,8 +25,13 @@ struct Args {
     log_format: LogFormat,
     /// Write a self-signed certificate for localhost (`cert.pem`, `key.pem`) into this
     /// folder for `[proxy.tls]` in development, then exit; never overwrites.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "upgrade")]
     make_dev_cert: Option<PathBuf>,
+    /// Take over from the proxy running on `proxy.upgrade_socket`: serve on its listening
+    /// sockets (no connection refused, none dropped), then it finishes what it has in flight
+    /// and exits. This process may be a new build and read an edited config.
+    #[arg(long)]
+    upgrade: bool,
     /// Without one, run the proxy.
     #[command(subcommand)]
     command: Option<Command>,
@@ -93,14 +100,41 @@ fn main() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let config = ProxyConfig::load(&args.config).context("cannot start the proxy")?;
-    let tls_listen = config.proxy.tls.as_ref().map(|tls| tls.listen);
-    let listeners = Listeners::bind(config.proxy.listen, config.proxy.admin_listen)
-        .and_then(|listeners| listeners.with_tls(tls_listen))
-        .context("cannot start the proxy")?;
+    let startup = config.startup();
+    // Everything that can fail on a bad file is done before a predecessor is asked for its
+    // sockets, so a bad upgrade leaves it serving untouched.
     let state = server::state(args.config, config).context("cannot start the proxy")?;
     let shutdown = server::register_signals(common::shutdown::signal_future)
         .context("cannot listen for SIGTERM and SIGINT")?;
-    server::serve(listeners, state, shutdown).context("cannot start the proxy")?;
+    let (listeners, upgrades) = if args.upgrade {
+        let mut predecessor = upgrade::take_over(&startup.upgrade_socket)
+            .context("cannot take over from the running proxy")?;
+        let (listeners, control) = predecessor
+            .listeners(&startup)
+            .context("cannot take over from the running proxy")?;
+        tracing::info!(
+            predecessor = predecessor.pid,
+            "took the listening sockets over"
+        );
+        let upgrades = Upgrades {
+            control,
+            predecessor: Some(predecessor),
+        };
+        (listeners, upgrades)
+    } else {
+        let listeners = Listeners::bind(startup.listen, startup.admin_listen)
+            .and_then(|listeners| listeners.with_tls(startup.tls_listen))
+            .context("cannot start the proxy")?;
+        let control =
+            ControlSocket::bind(&startup.upgrade_socket).context("cannot start the proxy")?;
+        let upgrades = Upgrades {
+            control,
+            predecessor: None,
+        };
+        (listeners, upgrades)
+    };
+    server::serve_upgradable(listeners, upgrades, state, shutdown)
+        .context("cannot start the proxy")?;
     Ok(ExitCode::SUCCESS)
 }
 

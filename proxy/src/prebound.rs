@@ -10,8 +10,10 @@
 //! listener owns (and closes) it. `std`'s sockets are opened close-on-exec, which adoption
 //! keeps; Pingora needs them non-blocking, which `Prebound` sets.
 //!
-//! Graceful upgrades are not used (the shutdown signal never asks for one), so Pingora's own
-//! table, which an upgrade would send to the next process, is left empty.
+//! Pingora's own graceful upgrade is not used (the shutdown signal never asks for one), so its
+//! table, which that upgrade would send to the next process, is left empty; `upgrade` passes
+//! copies of these sockets instead, and a successor hands what it received to `Prebound` like
+//! any socket it bound.
 
 use std::net::TcpListener;
 use std::os::fd::IntoRawFd;

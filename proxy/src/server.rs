@@ -2,9 +2,12 @@
 //! server (the proxy service on the public listener and the TLS one if any, the admin
 //! service, the health checker, the reloader and the certificate watcher) on listeners the
 //! caller bound, and runs it until `shutdown` resolves, then drains. `main` passes the SIGINT/SIGTERM future; a test passes its own.
+//! `serve_upgradable` also answers successors on `proxy.upgrade_socket` (and, for a process
+//! started with `--upgrade`, tells its predecessor once it serves): see `upgrade`.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,9 @@ use crate::rollout::runner::RolloutService;
 use crate::service::CanaryProxy;
 use crate::shadow::state::ShadowState;
 use crate::state::ProxyState;
+use crate::upgrade::{
+    AnnounceReady, ControlSocket, Predecessor, Role, UpgradeError, UpgradeService,
+};
 use common::config::ConfigError;
 
 /// When set, the cookie-signing secret; else `proxy.cookie_secret_file`.
@@ -59,6 +65,8 @@ pub enum StartupError {
     ShadowClient(reqwest::Error),
     #[error(transparent)]
     AdminAuth(#[from] crate::admin_auth::AdminAuthError),
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
 }
 
 /// The proxy's listening sockets.
@@ -124,6 +132,33 @@ pub fn serve(
     state: Arc<ProxyState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
+    run(listeners, state, shutdown, None)
+}
+
+/// The upgrade's side of `serve`: `control` is `proxy.upgrade_socket`.
+pub struct Upgrades {
+    pub control: ControlSocket,
+    /// The process this one took over from (`--upgrade`), told once this one serves.
+    pub predecessor: Option<Predecessor>,
+}
+
+/// As `serve`, and hands its sockets over to a successor that asks on `upgrades.control`, then
+/// stops as on `shutdown`.
+pub fn serve_upgradable(
+    listeners: Listeners,
+    upgrades: Upgrades,
+    state: Arc<ProxyState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    run(listeners, state, shutdown, Some(upgrades))
+}
+
+fn run(
+    listeners: Listeners,
+    state: Arc<ProxyState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    upgrades: Option<Upgrades>,
+) -> Result<(), StartupError> {
     // Where the admin listener really is (port 0 and a hand-bound socket included), before
     // anything is started: an admin listener anyone could use is never served.
     let admin_address = listeners
@@ -139,8 +174,17 @@ pub fn serve(
         graceful_shutdown_timeout_seconds: Some(startup.shutdown_grace_seconds.as_secs()),
         ..ServerConf::default()
     };
+    // Without Pingora's `Opt` its bootstrap never waits for sockets of Pingora's own upgrade,
+    // which `upgrade` replaces.
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    // Notified to stop this process from inside: handed over to a successor, or refused by
+    // the predecessor it was taking over from.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let sockets = match &upgrades {
+        Some(_) => socket_copies(&listeners).map_err(StartupError::Listener)?,
+        None => Vec::new(),
+    };
 
     let mut http_proxy = pingora::proxy::HttpProxy::new(
         CanaryProxy {
@@ -196,8 +240,9 @@ pub fn serve(
         (None, None) => None,
         _ => return Err(StartupError::TlsListener),
     };
-    server.add_service(proxy);
-    server.add_service(Prebound::new(admin, listeners.admin).map_err(StartupError::Listener)?);
+    let proxy = server.add_service(proxy);
+    let admin =
+        server.add_service(Prebound::new(admin, listeners.admin).map_err(StartupError::Listener)?);
     server.add_service(background_service(
         "health checks",
         HealthChecker {
@@ -213,16 +258,58 @@ pub fn serve(
         },
     ));
 
+    if let Some(upgrades) = upgrades {
+        server.add_service(background_service(
+            "upgrade socket",
+            UpgradeService::new(
+                Arc::clone(&state),
+                upgrades.control,
+                sockets,
+                Arc::clone(&stop),
+            ),
+        ));
+        if let Some(predecessor) = upgrades.predecessor {
+            predecessor.carry_over(&state);
+            let announce = server.add_service(background_service(
+                "upgrade ready",
+                AnnounceReady::new(predecessor, Arc::clone(&stop)),
+            ));
+            announce.add_dependencies([&proxy, &admin]);
+        }
+    }
+
+    let pid = std::process::id();
     match tls_address {
         Some(tls) => {
-            tracing::info!(listen = %public_address, admin = %admin_address, %tls, "proxy listening")
+            tracing::info!(listen = %public_address, admin = %admin_address, %tls, pid, "proxy listening")
         }
-        None => tracing::info!(listen = %public_address, admin = %admin_address, "proxy listening"),
+        None => {
+            tracing::info!(listen = %public_address, admin = %admin_address, pid, "proxy listening")
+        }
     }
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.notified() => {}
+        }
+    };
     server.run(RunArgs {
         shutdown_signal: Box::new(OnFuture::new(shutdown)),
     });
     Ok(())
+}
+
+/// Copies of the listening sockets (the same sockets, other descriptors) for a hand-over; the
+/// services own the originals.
+fn socket_copies(listeners: &Listeners) -> std::io::Result<Vec<(Role, OwnedFd)>> {
+    let mut copies = vec![
+        (Role::Public, OwnedFd::from(listeners.public.try_clone()?)),
+        (Role::Admin, OwnedFd::from(listeners.admin.try_clone()?)),
+    ];
+    if let Some(tls) = &listeners.tls {
+        copies.push((Role::Tls, OwnedFd::from(tls.try_clone()?)));
+    }
+    Ok(copies)
 }
 
 /// Pingora's shutdown trigger, from a future: when it resolves, stop accepting and finish

@@ -48,6 +48,11 @@ pub struct Rollout {
     dark_launch: AtomicBool,
 }
 
+/// See `Rollout::hold`.
+pub struct RolloutHeld<'a> {
+    _progress: tokio::sync::MutexGuard<'a, Progress>,
+}
+
 #[derive(Default)]
 struct Progress {
     /// `None` until the state file is read or the first step is taken.
@@ -106,6 +111,15 @@ impl Rollout {
         self.follow_config(&mut progress, proxy).await;
         self.step(&mut progress, proxy, input).await?;
         Ok(status(&progress, proxy, now))
+    }
+
+    /// Holds the controller still while the guard lives: no tick and no command runs, so
+    /// nothing writes `config.toml` or the state file. A process handing over to an upgrade
+    /// holds it from before the hand-over to its exit, so two controllers never write at once.
+    pub async fn hold(&self) -> RolloutHeld<'_> {
+        RolloutHeld {
+            _progress: self.progress.lock().await,
+        }
     }
 
     /// Whether a shadow step (a dark launch) is in force.

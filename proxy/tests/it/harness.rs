@@ -30,7 +30,7 @@ pub fn bind_listeners() -> Listeners {
     Listeners::bind(LOOPBACK_ANY_PORT, LOOPBACK_ANY_PORT).expect("bind the proxy's listeners")
 }
 
-fn addr_of(server: &TestServer) -> SocketAddr {
+pub fn addr_of(server: &TestServer) -> SocketAddr {
     server
         .base_url
         .trim_start_matches("http://")
@@ -374,6 +374,8 @@ pub struct ChildProxy {
     child: Child,
     pub base_url: String,
     pub admin_url: String,
+    /// `https://…` of the TLS listener, when `[proxy.tls]` is set.
+    pub https_url: Option<String>,
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
     /// Held while the child runs, so its health checks reach nothing else.
@@ -399,33 +401,53 @@ impl ChildProxy {
         text: impl FnOnce(String) -> String,
         held: Vec<Refusing>,
     ) -> Self {
+        config.proxy.shutdown_grace_seconds = Seconds::of(0);
+        Self::start_graceful(config, text, held).await
+    }
+
+    /// As `start_with`, with the config's own `proxy.shutdown_grace_seconds`.
+    pub async fn start_graceful(
+        mut config: ProxyConfig,
+        text: impl FnOnce(String) -> String,
+        held: Vec<Refusing>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let config_path = dir.path().join("proxy.toml");
         // Port 0: the binary binds where the system says and logs the addresses it got.
         config.proxy.listen = LOOPBACK_ANY_PORT;
         config.proxy.admin_listen = LOOPBACK_ANY_PORT;
         config.proxy.threads = NonZeroUsize::MIN;
-        config.proxy.shutdown_grace_seconds = Seconds::of(0);
         let toml = toml::to_string(&config).expect("a config serialises");
         write_config_text(&config_path, &text(toml));
-        let child = Command::new(env!("CARGO_BIN_EXE_proxy"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--log-format", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the proxy binary starts");
-        let mut running = Self {
+        let (child, listening) = Self::spawn(&config_path, &[]).await;
+        let running = Self {
             child,
-            base_url: String::new(),
-            admin_url: String::new(),
+            base_url: format!("http://{}", listening.public),
+            admin_url: format!("http://{}", listening.admin),
+            https_url: listening.tls.map(|tls| format!("https://{tls}")),
             config_path,
             _dir: dir,
             _backends: held,
         };
-        let stdout = running.child.stdout.take().expect("piped stdout");
-        let (public, admin) = first_printed(
+        wait_until_answers(&format!("{}/admin/status", running.admin_url)).await;
+        running
+    }
+
+    /// Runs the binary on `config_path` with `args` and waits until it logs where it listens.
+    async fn spawn(config_path: &Path, args: &[&str]) -> (Child, Listening) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+            .arg("--config")
+            .arg(config_path)
+            .args(["--log-format", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the proxy binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // Killed (and reaped) if it never says so, as `ChildProxy` would on drop.
+        let mut guard = ChildGuard(Some(child));
+        let listening = first_printed(
             stdout,
             "its listening addresses",
             Duration::from_secs(20),
@@ -435,14 +457,42 @@ impl ChildProxy {
                     return None;
                 }
                 let field = |name: &str| event[name].as_str().map(str::to_owned);
-                Some((field("listen")?, field("admin")?))
+                Some(Listening {
+                    public: field("listen")?,
+                    admin: field("admin")?,
+                    tls: field("tls"),
+                })
             },
         )
         .await;
-        running.base_url = format!("http://{public}");
-        running.admin_url = format!("http://{admin}");
-        wait_until_answers(&format!("{}/admin/status", running.admin_url)).await;
-        running
+        let child = guard.0.take().expect("the child is held");
+        (child, listening)
+    }
+
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Edits the config file, then starts `proxy --upgrade` on it and waits until it logs
+    /// where it listens: from then on this is the successor; the predecessor is returned.
+    pub async fn upgrade(&mut self, edit: impl FnOnce(&mut ProxyConfig)) -> Predecessor {
+        let mut config = ProxyConfig::load(&self.config_path).expect("the child's config");
+        edit(&mut config);
+        write_config(&self.config_path, &config);
+        let (successor, listening) = Self::spawn(&self.config_path, &["--upgrade"]).await;
+        assert_eq!(
+            (
+                format!("http://{}", listening.public),
+                format!("http://{}", listening.admin)
+            ),
+            (self.base_url.clone(), self.admin_url.clone()),
+            "the successor listens where its predecessor did"
+        );
+        Predecessor(ChildGuard(Some(std::mem::replace(
+            &mut self.child,
+            successor,
+        ))))
     }
 
     /// Sends `signal` (`HUP`, `TERM`, ...) to this child only.
@@ -459,6 +509,83 @@ impl ChildProxy {
     pub async fn exited(&mut self, limit: Duration) -> ExitStatus {
         let child = &mut self.child;
         eventually("the proxy binary exits", limit, async || {
+            child.try_wait().expect("the child's status")
+        })
+        .await
+    }
+
+    /// Edits the config file, then runs `proxy --upgrade` on it, expecting it to fail: waits
+    /// (bounded) until it has exited and returns how, with what it wrote on stderr.
+    pub async fn failed_upgrade(
+        &mut self,
+        edit: impl FnOnce(&mut ProxyConfig),
+    ) -> (ExitStatus, String) {
+        let mut config = ProxyConfig::load(&self.config_path).expect("the child's config");
+        edit(&mut config);
+        write_config(&self.config_path, &config);
+        upgrade_exit(&self.config_path).await
+    }
+}
+
+/// Runs `proxy --upgrade` on `config_path` and waits (bounded) until it has exited; returns
+/// how, with what it wrote on stderr.
+pub async fn upgrade_exit(config_path: &Path) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .arg("--config")
+        .arg(config_path)
+        .arg("--upgrade")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the proxy binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let written = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let mut guard = ChildGuard(Some(child));
+    let child = guard.0.as_mut().expect("the child is held");
+    let status = eventually(
+        "proxy --upgrade exits",
+        Duration::from_secs(40),
+        async || child.try_wait().expect("the child's status"),
+    )
+    .await;
+    (status, written.join().expect("the stderr reader"))
+}
+
+/// Where a child logged it listens.
+struct Listening {
+    public: String,
+    admin: String,
+    tls: Option<String>,
+}
+
+/// A child killed and reaped when dropped, unless taken.
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The process a `ChildProxy` upgraded from; killed and reaped when dropped.
+pub struct Predecessor(ChildGuard);
+
+impl Predecessor {
+    pub fn pid(&self) -> u32 {
+        self.0.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits (bounded) until it has exited, and returns how.
+    pub async fn exited(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.0.0.as_mut().expect("the predecessor is held");
+        eventually("the predecessor exits", limit, async || {
             child.try_wait().expect("the child's status")
         })
         .await

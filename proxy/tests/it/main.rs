@@ -18,6 +18,7 @@ mod shadow;
 mod slow_clients;
 mod streaming;
 mod tls;
+mod upgrade;
 
 pub async fn via_proxy_at_0(env: &shared::testing::TestEnv) -> shared::testing::TestServer {
     harness::contract_stack(env, 0.0).await

@@ -64,7 +64,7 @@ impl TlsStack {
 
 /// An HTTPS client trusting `roots` (PEM), on rustls, offering HTTP/2 and HTTP/1.1 by ALPN
 /// unless `http1_only`.
-fn https_client(roots: &[&[u8]], http1_only: bool) -> reqwest::Client {
+pub(crate) fn https_client(roots: &[&[u8]], http1_only: bool) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .use_rustls_tls()
