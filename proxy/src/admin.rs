@@ -46,7 +46,26 @@ impl AdminApp {
         let state = &self.state;
         let generation = state.live.load();
         let [legacy, new, none] = state.metrics.counts();
-        let backend = |side: Side| json!({"address": generation.address(side).to_string(), "healthy": state.health.is_up(side)});
+        let backend = |side: Side| {
+            let pool = generation.pool(side);
+            let replicas: Vec<_> = (pool.members().iter())
+                .map(|member| {
+                    let replica = &member.replica;
+                    json!({
+                        "address": replica.address.to_string(),
+                        "healthy": replica.is_up(),
+                        "inFlight": replica.in_flight(),
+                        "requests": replica.answered_count(),
+                    })
+                })
+                .collect();
+            json!({
+                // The first replica's, as before there were several.
+                "address": replicas.first().map_or(json!(null), |r| r["address"].clone()),
+                "healthy": state.health.is_up(side),
+                "replicas": replicas,
+            })
+        };
         json!({
             "generation": generation.number,
             "loadedAt": generation.loaded_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
