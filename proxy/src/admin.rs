@@ -21,8 +21,8 @@ const DASHBOARD: &[u8] = include_bytes!("../web/dashboard.html");
 /// by a test below against the page), call the admin API on its own origin, nothing else.
 const DASHBOARD_CSP: &str = concat!(
     "default-src 'none'; ",
-    "script-src 'sha256-g+f9+k3/ivjC4WOqHhUAUpNev0xXR1jSBbvLlZqAZjI='; ",
-    "style-src 'sha256-VtsutsZiC/2lm1zTtRLO1/9tga++Jmr8Lrqj6JT1htM='; ",
+    "script-src 'sha256-nrbfx9lrgPpCdPaI4WygtpiecvKIxsPhD0zkN3Hv3tc='; ",
+    "style-src 'sha256-fJzS4oHjZKbvhtBHmop5BcdZPSQVY4kL8RQ5KJImsgY='; ",
     "connect-src 'self'; img-src 'self' data:; form-action 'none'; ",
     "frame-ancestors 'self'; base-uri 'none'"
 );
