@@ -21,8 +21,8 @@ const DASHBOARD: &[u8] = include_bytes!("../web/dashboard.html");
 /// by a test below against the page), call the admin API on its own origin, nothing else.
 const DASHBOARD_CSP: &str = concat!(
     "default-src 'none'; ",
-    "script-src 'sha256-g+f9+k3/ivjC4WOqHhUAUpNev0xXR1jSBbvLlZqAZjI='; ",
-    "style-src 'sha256-VtsutsZiC/2lm1zTtRLO1/9tga++Jmr8Lrqj6JT1htM='; ",
+    "script-src 'sha256-nrbfx9lrgPpCdPaI4WygtpiecvKIxsPhD0zkN3Hv3tc='; ",
+    "style-src 'sha256-fJzS4oHjZKbvhtBHmop5BcdZPSQVY4kL8RQ5KJImsgY='; ",
     "connect-src 'self'; img-src 'self' data:; form-action 'none'; ",
     "frame-ancestors 'self'; base-uri 'none'"
 );
@@ -46,7 +46,26 @@ impl AdminApp {
         let state = &self.state;
         let generation = state.live.load();
         let [legacy, new, none] = state.metrics.counts();
-        let backend = |side: Side| json!({"address": generation.address(side).to_string(), "healthy": state.health.is_up(side)});
+        let backend = |side: Side| {
+            let pool = generation.pool(side);
+            let replicas: Vec<_> = (pool.members().iter())
+                .map(|member| {
+                    let replica = &member.replica;
+                    json!({
+                        "address": replica.address.to_string(),
+                        "healthy": replica.is_up(),
+                        "inFlight": replica.in_flight(),
+                        "requests": replica.answered_count(),
+                    })
+                })
+                .collect();
+            json!({
+                // The first replica's, as before there were several.
+                "address": replicas.first().map_or(json!(null), |r| r["address"].clone()),
+                "healthy": state.health.is_up(side),
+                "replicas": replicas,
+            })
+        };
         json!({
             "generation": generation.number,
             "loadedAt": generation.loaded_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),

@@ -1,5 +1,5 @@
 //! The proxy's part of `config.toml`: `[proxy]`, `[routing]`, `[health_check]`, `[rollout]` and the
-//! backends' addresses, as serde structs whose field types do the checking (see
+//! backends' addresses and replicas, as serde structs whose field types do the checking (see
 //! `common::config::value`); every refusal names the key. Sections the proxy does not own
 //! are ignored, whatever their names, so a backend's new section never breaks the proxy.
 //!
@@ -11,20 +11,22 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::config::ConfigError;
 use common::config::value::{Bounded, Millis, OptionalHeaderName, OptionalHeaderValue, Seconds};
-use common::config::{BackendsConfig, ConfigError};
 use http::HeaderValue;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::internal::InternalPath;
+use crate::replicas::MAX_REPLICAS;
+use crate::routing::Side;
 
 /// Everything the proxy reads from `config.toml`. A reload swaps a whole new one in; the
 /// few keys that need a restart are gathered by `startup`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ProxyConfig {
     #[serde(default)]
-    pub backends: BackendsConfig,
+    pub backends: BackendsSection,
     #[serde(default)]
     pub routing: RoutingSection,
     #[serde(default)]
@@ -59,6 +61,134 @@ impl GenerateView {
 
     fn is_default(&self) -> bool {
         self == &Self::default()
+    }
+}
+
+/// `[backends.legacy]` and `[backends.new]` as the proxy reads them: where it sends each side.
+/// The backends read the same tables for `listen` alone and accept `upstreams` unread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsSection {
+    #[serde(default = "BackendSection::legacy_default")]
+    pub legacy: BackendSection,
+    #[serde(default = "BackendSection::new_default")]
+    pub new: BackendSection,
+}
+
+impl Default for BackendsSection {
+    fn default() -> Self {
+        Self {
+            legacy: BackendSection::legacy_default(),
+            new: BackendSection::new_default(),
+        }
+    }
+}
+
+impl BackendsSection {
+    pub fn side(&self, side: Side) -> &BackendSection {
+        match side {
+            Side::Legacy => &self.legacy,
+            Side::New => &self.new,
+        }
+    }
+
+    pub fn side_mut(&mut self, side: Side) -> &mut BackendSection {
+        match side {
+            Side::Legacy => &mut self.legacy,
+            Side::New => &mut self.new,
+        }
+    }
+}
+
+/// One side: the address its backend binds, and the replicas the proxy balances over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    /// Where this side's backend listens; the one upstream when `upstreams` is absent.
+    pub listen: SocketAddr,
+    /// The side's replicas (`ip:port`, no names), each health-checked on its own; requests
+    /// go to the one with the fewest in flight. Absent: `[listen]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstreams: Option<Upstreams>,
+}
+
+impl BackendSection {
+    fn legacy_default() -> Self {
+        Self::at(common::config::BackendsConfig::default().legacy.listen)
+    }
+
+    fn new_default() -> Self {
+        Self::at(common::config::BackendsConfig::default().new.listen)
+    }
+
+    /// A side whose one upstream is where its backend listens.
+    pub fn at(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            upstreams: None,
+        }
+    }
+
+    /// The addresses the proxy sends this side's requests to, in the file's order.
+    pub fn upstreams(&self) -> &[SocketAddr] {
+        match &self.upstreams {
+            Some(upstreams) => upstreams.as_slice(),
+            None => std::slice::from_ref(&self.listen),
+        }
+    }
+
+    /// The key an operator edits to change `upstreams()`, for refusals.
+    fn upstreams_key(&self, side: Side) -> String {
+        let key = if self.upstreams.is_some() {
+            "upstreams"
+        } else {
+            "listen"
+        };
+        format!("backends.{}.{key}", side.as_str())
+    }
+}
+
+/// `upstreams`: at least one and at most `MAX_REPLICAS` socket addresses to connect to, none
+/// twice, none with port 0 or an unspecified IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstreams(Vec<SocketAddr>);
+
+impl Upstreams {
+    pub fn new(addresses: Vec<SocketAddr>) -> Result<Self, String> {
+        if addresses.is_empty() {
+            return Err("must list at least one address (or be left out: [listen])".into());
+        }
+        if addresses.len() > MAX_REPLICAS {
+            return Err(format!("lists more than {MAX_REPLICAS} addresses"));
+        }
+        for (index, address) in addresses.iter().enumerate() {
+            if address.port() == 0 {
+                return Err(format!("{address} needs a port"));
+            }
+            if address.ip().is_unspecified() {
+                return Err(format!("{address} is not an address to connect to"));
+            }
+            if addresses[..index].contains(address) {
+                return Err(format!("lists {address} twice"));
+            }
+        }
+        Ok(Self(addresses))
+    }
+
+    pub fn as_slice(&self) -> &[SocketAddr] {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstreams {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::new(Vec::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for Upstreams {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 
@@ -533,19 +663,25 @@ impl ProxyConfig {
     /// What one key's type cannot check alone.
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| Err(ConfigError::invalid(path, key, reason));
-        let (legacy, new) = (self.backends.legacy.listen, self.backends.new.listen);
-        if legacy == new {
+        let (legacy, new) = (&self.backends.legacy, &self.backends.new);
+        if let Some(shared) = (legacy.upstreams().iter()).find(|a| new.upstreams().contains(a)) {
+            // Name a list the operator wrote, new's if both are.
+            let (at_fault, other) = if new.upstreams.is_some() || legacy.upstreams.is_none() {
+                (Side::New, Side::Legacy)
+            } else {
+                (Side::Legacy, Side::New)
+            };
+            let key = self.backends.side(at_fault).upstreams_key(at_fault);
+            let other_key = self.backends.side(other).upstreams_key(other);
             return invalid(
-                "backends.new.listen",
-                "must differ from backends.legacy.listen",
+                &key,
+                &format!("{shared} is also in {other_key}: an address serves one side"),
             );
         }
-        for (key, addr) in [
-            ("backends.legacy.listen", legacy),
-            ("backends.new.listen", new),
-        ] {
-            if addr.port() == 0 {
-                return invalid(key, "needs a port");
+        for side in Side::BOTH {
+            let backend = self.backends.side(side);
+            if backend.upstreams.is_none() && backend.listen.port() == 0 {
+                return invalid(&backend.upstreams_key(side), "needs a port");
             }
         }
         if self.proxy.total_timeout_ms.get() < self.proxy.connect_timeout_ms.get() {
@@ -815,6 +951,38 @@ mod tests {
                 "backends.new.listen",
             ),
             (
+                "[backends.legacy]\nlisten = \"127.0.0.1:3000\"\nupstreams = []\n",
+                "backends.legacy.upstreams",
+            ),
+            (
+                "[backends.legacy]\nlisten = \"127.0.0.1:3000\"\nupstreams = [\"127.0.0.1:3000\", \"127.0.0.1:3000\"]\n",
+                "backends.legacy.upstreams",
+            ),
+            (
+                "[backends.legacy]\nlisten = \"127.0.0.1:3000\"\nupstreams = [\"127.0.0.1:3000\", \"legacy-2:3000\"]\n",
+                "backends.legacy.upstreams[1]",
+            ),
+            (
+                "[backends.new]\nlisten = \"127.0.0.1:3001\"\nupstreams = [\"127.0.0.1:0\"]\n",
+                "backends.new.upstreams",
+            ),
+            (
+                "[backends.new]\nlisten = \"127.0.0.1:3001\"\nupstreams = [\"0.0.0.0:3001\"]\n",
+                "backends.new.upstreams",
+            ),
+            (
+                "[backends.legacy]\nlisten = \"127.0.0.1:3000\"\nupstreams = \"127.0.0.1:3000\"\n",
+                "backends.legacy.upstreams",
+            ),
+            (
+                "[backends.legacy]\nlisten = \"127.0.0.1:3000\"\nupstreams = [\"127.0.0.1:3000\", \"127.0.0.1:3001\"]\n",
+                "backends.legacy.upstreams",
+            ),
+            (
+                "[backends.new]\nlisten = \"127.0.0.1:3001\"\nupstreams = [\"127.0.0.1:3000\"]\n",
+                "backends.new.upstreams",
+            ),
+            (
                 "[proxy.cors]\nallowed_origins = [\"http://localhost:5173/\"]\n",
                 "proxy.cors.allowed_origins",
             ),
@@ -844,6 +1012,43 @@ mod tests {
             let error = parse(text).unwrap_err().to_string();
             assert!(error.contains(key), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn upstreams_default_to_listen_and_read_back_the_same() {
+        let config = parse("[backends.new]\nlisten = \"127.0.0.1:4001\"\n").unwrap();
+        let address = |text: &str| text.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            config.backends.legacy.upstreams(),
+            [address("127.0.0.1:3000")]
+        );
+        assert_eq!(config.backends.new.upstreams(), [address("127.0.0.1:4001")]);
+
+        // Several hosts: each side's backends may bind the same port on their own hosts.
+        let text = "[backends.legacy]\nlisten = \"0.0.0.0:3000\"\n\
+                    upstreams = [\"10.0.0.1:3000\", \"10.0.0.2:3000\", \"[::1]:3010\"]\n\
+                    [backends.new]\nlisten = \"0.0.0.0:3000\"\nupstreams = [\"10.0.1.1:3000\"]\n";
+        let config = parse(text).unwrap();
+        assert_eq!(
+            config.backends.legacy.upstreams(),
+            ["10.0.0.1:3000", "10.0.0.2:3000", "[::1]:3010"].map(address)
+        );
+        assert_eq!(
+            config.backends.side(Side::New).upstreams(),
+            [address("10.0.1.1:3000")]
+        );
+        let written = toml::to_string(&config).unwrap();
+        assert_eq!(parse(&written).unwrap(), config, "{written}");
+
+        let too_many: Vec<String> = (1..=65)
+            .map(|port| format!("\"127.0.0.1:{port}\""))
+            .collect();
+        let text = format!("[backends.legacy]\nupstreams = [{}]\n", too_many.join(", "));
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(
+            error.contains("backends.legacy.upstreams: lists more than 64"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod internal;
 pub mod metrics;
 pub mod prebound;
 pub mod reload;
+pub mod replicas;
 pub mod rollout;
 pub mod rollout_cli;
 pub mod routing;

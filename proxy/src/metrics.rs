@@ -1,5 +1,6 @@
 //! The proxy's Prometheus metrics, built to compare the two backends side by side.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{
@@ -81,8 +82,19 @@ fn status_class(status: u16) -> usize {
     }
 }
 
+/// One replica's series, resolved once when the replica is first listed, so that counting
+/// never hashes label strings.
+pub struct ReplicaSeries {
+    pub up: IntGauge,
+    pub requests: IntCounter,
+    pub connect_errors: IntCounter,
+}
+
 pub struct ProxyMetrics {
     registry: Registry,
+    replica_up: IntGaugeVec,
+    replica_requests: IntCounterVec,
+    replica_connect_errors: IntCounterVec,
     upstream_errors: IntCounterVec,
     failovers: IntCounterVec,
     backend_up: IntGaugeVec,
@@ -144,6 +156,26 @@ impl ProxyMetrics {
             &["backend"],
         )
         .expect("valid metric");
+        // `replica` is an address from the config file: bounded by what the operator lists.
+        let replica_labels = ["backend", "replica"];
+        let replica_up = IntGaugeVec::new(
+            Opts::new(
+                "proxy_replica_up",
+                "1 when the health checks find the replica (one upstream address of a backend) up",
+            ),
+            &replica_labels,
+        )
+        .expect("valid metric");
+        let replica_requests = counter(
+            "proxy_replica_requests_total",
+            "Requests answered, by the replica that answered",
+            &replica_labels,
+        );
+        let replica_connect_errors = counter(
+            "proxy_replica_connect_errors_total",
+            "Failed connects to a replica (each retried on another replica or side if one is left)",
+            &replica_labels,
+        );
         let new_percent =
             Gauge::new("proxy_new_percent", "routing.new_percent in force").expect("valid metric");
         let reloads = counter(
@@ -168,6 +200,9 @@ impl ProxyMetrics {
             Box::new(reloads.clone()),
             Box::new(generation.clone()),
             Box::new(edge_refusals.clone()),
+            Box::new(replica_up.clone()),
+            Box::new(replica_requests.clone()),
+            Box::new(replica_connect_errors.clone()),
         ];
         for collector in collectors {
             registry
@@ -201,6 +236,9 @@ impl ProxyMetrics {
             rollout,
             shadow,
             registry,
+            replica_up,
+            replica_requests,
+            replica_connect_errors,
             upstream_errors,
             failovers,
             backend_up,
@@ -240,6 +278,24 @@ impl ProxyMetrics {
         self.backend_up
             .with_label_values(&[backend.as_str()])
             .set(i64::from(up));
+    }
+
+    /// The series of the replica at `address` of `backend`, created at 0.
+    pub fn replica_series(&self, backend: Side, address: SocketAddr) -> ReplicaSeries {
+        let labels = [backend.as_str(), &address.to_string()];
+        ReplicaSeries {
+            up: self.replica_up.with_label_values(&labels),
+            requests: self.replica_requests.with_label_values(&labels),
+            connect_errors: self.replica_connect_errors.with_label_values(&labels),
+        }
+    }
+
+    /// Drops the series of a replica the config no longer lists.
+    pub fn forget_replica(&self, backend: Side, address: SocketAddr) {
+        let labels = [backend.as_str(), &address.to_string()];
+        let _ = self.replica_up.remove_label_values(&labels);
+        let _ = self.replica_requests.remove_label_values(&labels);
+        let _ = self.replica_connect_errors.remove_label_values(&labels);
     }
 
     pub fn config_applied(&self, generation: u64, new_basis_points: u32) {

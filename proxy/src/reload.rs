@@ -105,7 +105,10 @@ fn apply(state: &ProxyState, config: ProxyConfig) -> u64 {
     state
         .metrics
         .config_applied(number, config.new_basis_points());
-    state.live.store(Arc::new(Generation::new(number, config)));
+    let generation = Generation::new(number, config, &state.replicas, &state.metrics);
+    state.live.store(Arc::new(generation));
+    // The replicas may have changed: a side is up if any of its new list is.
+    state.health.refresh(&state.live.load(), &state.metrics);
     state.metrics.reload(true);
     tracing::info!(
         generation = number,

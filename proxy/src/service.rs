@@ -1,9 +1,10 @@
 //! The `ProxyHttp` implementation: the request's steps in order, each a call into a small
 //! module. `request_filter` loads the config generation once, checks the head at the edge
 //! (`edge`), takes the client's in-flight slot, chooses the bucket (`bucket`) and the side
-//! (`routing`), or answers itself (`answer`); `upstream_peer` connects to the chosen side,
-//! retrying a failed connect once on the other; the header filters edit the forwarding
-//! fields (`forwarding`); `logging` counts the request.
+//! (`routing`), or answers itself (`answer`); `upstream_peer` connects to a replica of the
+//! chosen side (`replicas`), retrying a failed connect on its other replicas, then once on
+//! the other side; the header filters edit the forwarding fields (`forwarding`); `logging`
+//! counts the request.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::edge;
 use crate::forwarding::{self, Client};
 use crate::internal;
 use crate::metrics::RouteLabel;
+use crate::replicas::{Attempts, InFlight, Pick};
 use crate::rollout::cohorts::{self, CohortKind};
 use crate::routing::{self, RouteInput, Side};
 use crate::shadow::choice::{self, Choice, SkipReason};
@@ -48,7 +50,12 @@ pub struct RequestCtx {
     side: Option<Side>,
     /// The side whose response reached the client; `None` for answers made by the proxy.
     answered_by: Option<Side>,
-    retried: bool,
+    /// The replicas this request failed on, and whether it moved to the other side.
+    attempts: Attempts,
+    /// The replica being tried now, counted in its load while held.
+    upstream: Option<(Pick, InFlight)>,
+    /// Whether an error after connecting was retried (once at most: it may be slow).
+    replayed: bool,
     /// The judge's cohort this request counts in, while a rollout runs.
     cohort: Option<CohortKind>,
     /// Drawn for a shadow, with its in-flight slot: whether it also takes a noise call.
@@ -163,15 +170,14 @@ impl CanaryProxy {
         Ok(route.side)
     }
 
-    /// Moves the request to the other side for its one retry, if it has not had it.
-    fn fail_over_once(&self, ctx: &mut RequestCtx, from: Side) -> bool {
-        if ctx.retried {
+    /// Marks the replica tried now as failed; returns whether another is left to try (of
+    /// its side, else of the other side if the request has not moved yet).
+    fn failed_on_replica(&self, ctx: &mut RequestCtx) -> bool {
+        let (Some((pick, _)), Some(generation)) = (&ctx.upstream, &ctx.generation) else {
             return false;
-        }
-        ctx.retried = true;
-        ctx.side = Some(from.other());
-        self.state.metrics.failover(from, from.other());
-        true
+        };
+        ctx.attempts.failed(*pick);
+        (ctx.attempts).has_next(pick.side, |side| generation.pool(side).loads())
     }
 }
 
@@ -186,7 +192,9 @@ impl ProxyHttp for CanaryProxy {
             route: RouteLabel::of(""),
             side: None,
             answered_by: None,
-            retried: false,
+            attempts: Attempts::default(),
+            upstream: None,
+            replayed: false,
             cohort: None,
             shadow_drawn: None,
             shadow: None,
@@ -270,10 +278,23 @@ impl ProxyHttp for CanaryProxy {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        match (&ctx.generation, ctx.side) {
-            (Some(generation), Some(side)) => Ok(Box::new(generation.peer(side))),
-            _ => Error::e_explain(ErrorType::InternalError, "no side decided"),
+        let (Some(generation), Some(side)) = (&ctx.generation, ctx.side) else {
+            return Error::e_explain(ErrorType::InternalError, "no side decided");
+        };
+        let loads = |side| generation.pool(side).loads();
+        let Some(pick) = ctx.attempts.next(side, loads, rand::random()) else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no replica is left to try");
+        };
+        if pick.side != side {
+            self.state.metrics.failover(side, pick.side);
+            ctx.side = Some(pick.side);
         }
+        let Some((hold, member)) = generation.pool(pick.side).hold(pick.index) else {
+            return Error::e_explain(ErrorType::InternalError, "a replica outside its pool");
+        };
+        let peer = Box::new(member.peer.clone());
+        ctx.upstream = Some((pick, hold));
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -283,11 +304,14 @@ impl ProxyHttp for CanaryProxy {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(side) = ctx.side {
-            self.state.metrics.upstream_error(side, "connect");
-            // Nothing reached the backend, so even a POST is safe to send to the other once.
-            if self.fail_over_once(ctx, side) {
-                tracing::warn!(backend = side.as_str(), error = %e, "connect failed; trying the other backend");
+        if let Some((pick, hold)) = &ctx.upstream {
+            let replica = hold.replica();
+            self.state.metrics.upstream_error(pick.side, "connect");
+            replica.connect_failed();
+            let (backend, address) = (pick.side.as_str(), replica.address);
+            // Nothing reached the backend, so even a POST is safe to send elsewhere.
+            if self.failed_on_replica(ctx) {
+                tracing::warn!(backend, %address, error = %e, "connect failed; trying another replica");
                 e.set_retry(true);
             }
         }
@@ -295,9 +319,10 @@ impl ProxyHttp for CanaryProxy {
     }
 
     /// Pingora's policy (replay only idempotent requests whose body is still buffered), plus:
-    /// when it would give up, and nothing has reached the client yet, try the other backend
-    /// once. A backend that just stopped leaves stale pooled connections behind; without
-    /// this a GET could fail before the health checks notice.
+    /// when it would give up, and nothing has reached the client yet, try once more, on
+    /// another replica of the side or else on the other side. A backend that just stopped
+    /// leaves stale pooled connections behind; without this a GET could fail before the
+    /// health checks notice.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -316,13 +341,15 @@ impl ProxyHttp for CanaryProxy {
         e.retry.decide_reuse(client_reused);
         if let (false, false, true, Some(side)) = (
             e.retry(),
-            ctx.retried,
+            ctx.replayed,
             session.response_written().is_none(),
             ctx.side,
         ) {
             self.state.metrics.upstream_error(side, "proxy");
-            self.fail_over_once(ctx, side);
-            e.set_retry(true);
+            if self.failed_on_replica(ctx) {
+                ctx.replayed = true;
+                e.set_retry(true);
+            }
         }
         e
     }
@@ -379,22 +406,30 @@ impl ProxyHttp for CanaryProxy {
             request_id: &ctx.request_id,
             tls: ctx.tls,
         };
-        if let (Some(generation), Some(side)) = (&ctx.generation, ctx.side) {
-            forwarding::host_for_backend(upstream, generation.address(side))?;
+        let replica = ctx
+            .upstream
+            .as_ref()
+            .map(|(_, hold)| hold.replica().address);
+        if let Some(address) = replica {
+            forwarding::host_for_backend(upstream, address)?;
         }
         forwarding::to_backend(upstream, client)?;
         // A retry goes to the side the shadow was meant for: no shadow then.
-        if let (Some((noise, slot)), Some(generation), Some(side), false) = (
+        if let (Some((noise, slot)), Some(generation), Some(side), Some(replica), false) = (
             ctx.shadow_drawn.take(),
             &ctx.generation,
             ctx.side,
-            ctx.retried,
-        ) {
+            replica,
+            ctx.attempts.failed_over(),
+        ) && let Some(shadow_address) = generation
+            .pool(side.other())
+            .address_for_copy(rand::random())
+        {
             let settings = &generation.settings.shadow;
             let plan = Plan {
                 primary: side,
-                primary_address: generation.address(side),
-                shadow_address: generation.address(side.other()),
+                primary_address: replica,
+                shadow_address,
                 noise,
                 timeout: settings.timeout,
                 max_body_bytes: settings.max_body_bytes.as_usize(),
@@ -526,10 +561,13 @@ impl ProxyHttp for CanaryProxy {
         self.state
             .metrics
             .request(ctx.answered_by, ctx.route, status, elapsed.as_secs_f64());
+        if let (Some(_), Some((_, hold))) = (ctx.answered_by, &ctx.upstream) {
+            hold.replica().answered();
+        }
         if let (Some(kind), Ok(status)) = (ctx.cohort, StatusCode::from_u16(status)) {
             // Its side failed it and the other answered: the client was spared, the judge
             // is not.
-            let status = if ctx.retried {
+            let status = if ctx.attempts.failed_over() {
                 StatusCode::BAD_GATEWAY
             } else {
                 status

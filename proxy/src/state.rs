@@ -1,5 +1,6 @@
 //! What every request reads: the config generation in force (one `ArcSwap`, swapped whole on
-//! reload), backend health, the metrics, and the per-client request counts.
+//! reload) with each side's replica pool, backend health, the metrics, and the per-client
+//! request counts.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,14 +15,15 @@ use crate::admin_auth::AdminAuth;
 use crate::config::{ProxyConfig, StartupSettings};
 use crate::forwarding::HeaderEdit;
 use crate::metrics::ProxyMetrics;
+use crate::replicas::{Pool, Registry};
 use crate::rollout::runner::Rollout;
 use crate::routing::Side;
 use crate::shadow::state::ShadowState;
 use crate::sticky::BucketSigner;
 use crate::{cors, security_headers};
 
-/// One config generation: its settings and what is built from them once (the upstream peers,
-/// the CORS policy's header values).
+/// One config generation: its settings and what is built from them once (each side's replica
+/// pool with its peers, the CORS policy's header values).
 pub struct Generation {
     pub number: u64,
     pub loaded_at: time::OffsetDateTime,
@@ -31,11 +33,19 @@ pub struct Generation {
     pub hsts: Option<http::HeaderValue>,
     /// `shadow.ignore`, parsed (the config checked it on load).
     pub shadow_ignore: crate::shadow::IgnoreList,
-    peers: [HttpPeer; 2],
+    /// Legacy's replicas, then new's.
+    pools: [Pool; 2],
 }
 
 impl Generation {
-    pub fn new(number: u64, settings: ProxyConfig) -> Self {
+    /// The generation of `settings`; its replicas come from `replicas`, so the ones an
+    /// earlier generation listed keep their health and load.
+    pub fn new(
+        number: u64,
+        settings: ProxyConfig,
+        replicas: &Registry,
+        metrics: &ProxyMetrics,
+    ) -> Self {
         let peer = |addr| {
             // Addresses were validated as socket addresses when the config was loaded, so
             // `HttpPeer::new` (which panics on a bad one) cannot fail here.
@@ -45,10 +55,8 @@ impl Generation {
             peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
             peer
         };
-        let peers = [
-            peer(settings.backends.legacy.listen),
-            peer(settings.backends.new.listen),
-        ];
+        let upstreams = Side::BOTH.map(|side| settings.backends.side(side).upstreams());
+        let pools = replicas.pools(upstreams, metrics, peer);
         let cors = cors::Policy::new(&settings.proxy.cors, settings.proxy.override_header.get());
         let hsts = crate::tls::hsts(settings.proxy.tls.as_ref().map(|t| t.hsts_max_age_seconds));
         let shadow_ignore =
@@ -60,7 +68,7 @@ impl Generation {
             settings,
             cors,
             hsts,
-            peers,
+            pools,
         }
     }
 
@@ -75,19 +83,13 @@ impl Generation {
         self.cors.to_client(request, response)
     }
 
-    pub fn peer(&self, side: Side) -> HttpPeer {
-        self.peers[side.index()].clone()
-    }
-
-    pub fn address(&self, side: Side) -> std::net::SocketAddr {
-        match side {
-            Side::Legacy => self.settings.backends.legacy.listen,
-            Side::New => self.settings.backends.new.listen,
-        }
+    pub fn pool(&self, side: Side) -> &Pool {
+        &self.pools[side.index()]
     }
 }
 
-/// Whether the health checks last found a backend up; up until proven otherwise.
+/// Whether a side is up: whether the health checks last found any of its replicas up (see
+/// `refresh`); up until proven otherwise.
 pub struct Health {
     up: [AtomicBool; 2],
 }
@@ -103,9 +105,24 @@ impl Health {
         self.up[side.index()].load(Ordering::Relaxed)
     }
 
-    /// Records a verdict; returns whether it changed.
-    pub fn set(&self, side: Side, up: bool) -> bool {
-        self.up[side.index()].swap(up, Ordering::Relaxed) != up
+    /// Takes each side's verdict from its replicas in `generation` (up if any is), after a
+    /// round of checks or a reload; counts and logs the changes.
+    pub fn refresh(&self, generation: &Generation, metrics: &ProxyMetrics) {
+        for side in Side::BOTH {
+            let up = generation.pool(side).any_up();
+            if self.up[side.index()].swap(up, Ordering::Relaxed) == up {
+                continue;
+            }
+            metrics.backend_up(side, up);
+            if up {
+                tracing::info!(backend = side.as_str(), "backend is up");
+            } else {
+                tracing::warn!(
+                    backend = side.as_str(),
+                    "backend is down: none of its replicas is up"
+                );
+            }
+        }
     }
 }
 
@@ -151,6 +168,8 @@ pub struct ProxyState {
     pub admin_auth: AdminAuth,
     /// Shadow traffic: the client, the signing key, the comparisons.
     pub shadow: ShadowState,
+    /// Every replica listed, so that a reload keeps their health and load.
+    pub replicas: Registry,
     clients: ClientCounts,
 }
 
@@ -167,10 +186,13 @@ impl ProxyState {
         for side in Side::BOTH {
             metrics.backend_up(side, true);
         }
+        let replicas = Registry::default();
+        let generation = Generation::new(1, config, &replicas, &metrics);
         Arc::new(Self {
             config_path,
-            startup: config.startup(),
-            live: ArcSwap::from_pointee(Generation::new(1, config)),
+            startup: generation.settings.startup(),
+            live: ArcSwap::from_pointee(generation),
+            replicas,
             health: Health::new(),
             metrics,
             signer: BucketSigner::new(cookie_secret),

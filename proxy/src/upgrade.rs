@@ -119,11 +119,41 @@ struct Handover {
     generation: u64,
 }
 
-/// Whether the health checks last found each backend up.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// Whether the health checks last found each backend up, and each replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct HealthView {
     legacy: bool,
     new: bool,
+    /// Each replica's verdict by address (a build without replica pools sends none).
+    #[serde(default)]
+    replicas: Vec<(SocketAddr, bool)>,
+}
+
+impl HealthView {
+    fn of(state: &ProxyState) -> Self {
+        let generation = state.live.load();
+        let replicas = Side::BOTH
+            .iter()
+            .flat_map(|side| generation.pool(*side).members())
+            .map(|member| (member.replica.address, member.replica.is_up()))
+            .collect();
+        Self {
+            legacy: state.health.is_up(Side::Legacy),
+            new: state.health.is_up(Side::New),
+            replicas,
+        }
+    }
+
+    /// A replica's verdict: its own if the predecessor knew it, else its side's when that
+    /// side was down (no replica of it answered), else none (up until checked).
+    fn verdict(&self, side: Side, address: SocketAddr) -> Option<bool> {
+        let known = self.replicas.iter().find(|(a, _)| *a == address);
+        let side_up = match side {
+            Side::Legacy => self.legacy,
+            Side::New => self.new,
+        };
+        known.map(|(_, up)| *up).or((!side_up).then_some(false))
+    }
 }
 
 /// The running proxy's end of `proxy.upgrade_socket`.
@@ -303,21 +333,22 @@ impl Predecessor {
     /// backends up (the health checks go on from there), and its config generation, which
     /// this process's first one follows. Before the services start, so none saw another.
     pub fn carry_over(&self, state: &ProxyState) {
-        for (side, up) in [
-            (Side::Legacy, self.health.legacy),
-            (Side::New, self.health.new),
-        ] {
-            state.health.set(side, up);
-            state.metrics.backend_up(side, up);
-        }
         let first = state.live.load_full();
+        for side in Side::BOTH {
+            for member in first.pool(side).members() {
+                if let Some(up) = self.health.verdict(side, member.replica.address) {
+                    member.replica.set_up(up);
+                }
+            }
+        }
+        state.health.refresh(&first, &state.metrics);
         let number = self.generation.max(first.number) + 1;
         state
             .metrics
             .config_applied(number, first.settings.new_basis_points());
-        state
-            .live
-            .store(Arc::new(Generation::new(number, first.settings.clone())));
+        let settings = first.settings.clone();
+        let generation = Generation::new(number, settings, &state.replicas, &state.metrics);
+        state.live.store(Arc::new(generation));
     }
 }
 
@@ -426,10 +457,7 @@ impl UpgradeService {
             "upgrade: handing over the listening sockets"
         );
         let held = self.state.rollout.hold().await;
-        let health = HealthView {
-            legacy: self.state.health.is_up(Side::Legacy),
-            new: self.state.health.is_up(Side::New),
-        };
+        let health = HealthView::of(&self.state);
         let control = self.control_copy()?;
         // The descriptors stay open: only this task closes the copies, after the hand-over.
         let (mut message, raw) = {
@@ -566,6 +594,29 @@ impl BackgroundService for UpgradeService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_starts_from_the_predecessors_verdict_or_its_sides() {
+        let at = |text: &str| text.parse::<SocketAddr>().expect("an address");
+        let view = HealthView {
+            legacy: true,
+            new: false,
+            replicas: vec![(at("127.0.0.1:3000"), false), (at("127.0.0.1:3010"), true)],
+        };
+        assert_eq!(
+            view.verdict(Side::Legacy, at("127.0.0.1:3000")),
+            Some(false)
+        );
+        assert_eq!(view.verdict(Side::Legacy, at("127.0.0.1:3010")), Some(true));
+        // Newly listed: up until checked, unless its whole side was down.
+        assert_eq!(view.verdict(Side::Legacy, at("127.0.0.1:3020")), None);
+        assert_eq!(view.verdict(Side::New, at("127.0.0.1:3001")), Some(false));
+        // A predecessor without replica pools sends only the sides.
+        let old: HealthView =
+            serde_json::from_str(r#"{"legacy":false,"new":true}"#).expect("an older view");
+        assert_eq!(old.verdict(Side::Legacy, at("127.0.0.1:3000")), Some(false));
+        assert_eq!(old.verdict(Side::New, at("127.0.0.1:3001")), None);
+    }
 
     #[test]
     fn an_inherited_socket_serves_its_own_address_or_a_configured_port_0() {

@@ -9,8 +9,8 @@
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use std::str::FromStr;
+use std::time::Duration;
 
 use common::config::resolve;
 pub use common::config::value::{Bounded, Millis, NonEmptyString, Seconds};

@@ -1,5 +1,6 @@
 //! What every binary shares about `config.toml`: its errors, which name the file and the key,
-//! and the backends' addresses, which the backends listen on and the proxy sends to.
+//! and the backends' addresses, which the backends listen on (the proxy reads its own view of
+//! `[backends]`, with the replicas it sends to).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -109,17 +110,66 @@ impl Default for BackendsConfig {
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub listen: SocketAddr,
+    /// The proxy's key (the side's replicas, which it checks): accepted here, never read, so
+    /// the proxy's list never breaks a backend.
+    #[serde(default, skip_serializing)]
+    upstreams: Unread,
 }
 
 impl BackendConfig {
-    fn legacy_default() -> Self {
+    pub fn new(listen: SocketAddr) -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            listen,
+            upstreams: Unread,
         }
     }
+
+    fn legacy_default() -> Self {
+        Self::new(SocketAddr::from(([127, 0, 0, 1], 3000)))
+    }
+
     fn new_default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+        Self::new(SocketAddr::from(([127, 0, 0, 1], 3001)))
+    }
+}
+
+/// A key another binary owns: any value is accepted and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Unread;
+
+impl<'de> Deserialize<'de> for Unread {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct File {
+        backends: BackendsConfig,
+    }
+
+    #[test]
+    fn the_proxys_upstreams_are_accepted_unread_whatever_they_hold() {
+        for upstreams in [
+            "[\"127.0.0.1:3000\", \"127.0.0.1:3010\"]",
+            "[]",
+            "[\"nowhere\", 5]",
+        ] {
+            let text = format!(
+                "[backends.legacy]\nlisten = \"127.0.0.1:4000\"\nupstreams = {upstreams}\n"
+            );
+            let file: File = parse(&text, Path::new("/etc/x.toml")).unwrap();
+            assert_eq!(
+                file.backends.legacy,
+                BackendConfig::new(SocketAddr::from(([127, 0, 0, 1], 4000)))
+            );
         }
+        let typo = "[backends.legacy]\nlisten = \"127.0.0.1:4000\"\nupstream = []\n";
+        let error = parse::<File>(typo, Path::new("/etc/x.toml")).unwrap_err();
+        assert!(error.to_string().contains("upstream"), "{error}");
     }
 }

@@ -455,6 +455,14 @@ async fn the_dashboard_shows_both_backends() {
             })
             .await;
     }
+    // Each side's one replica, by its address.
+    for address in [stack.legacy_addr, stack.new_addr] {
+        browser
+            .text_of(&format!("[data-replica=\"{address}\"]"), |t| {
+                t.starts_with("up") && t.contains("answered")
+            })
+            .await;
+    }
     browser.screenshot("dashboard").await;
     browser.finish().await;
 }

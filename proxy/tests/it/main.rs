@@ -12,6 +12,7 @@ mod hostile;
 mod observability;
 mod raw;
 mod reload;
+mod replicas;
 mod rollout;
 mod routing;
 mod shadow;

@@ -4,8 +4,8 @@
 pub mod client;
 pub mod contract;
 pub mod forge;
-pub mod redis;
 pub mod postgres;
+pub mod redis;
 pub mod server;
 
 use std::path::Path;
