@@ -90,8 +90,9 @@ fn apply(state: &ProxyState, config: ProxyConfig) -> u64 {
     if config.startup() != state.startup {
         tracing::warn!(
             "proxy.listen, proxy.admin_listen, proxy.threads, proxy.cookie_secret_file, \
-             proxy.admin_token_file, proxy.shutdown_grace_seconds or proxy.tls.listen (or \
-             [proxy.tls] itself) changed: these need a restart; the rest is applied"
+             proxy.admin_token_file, proxy.shutdown_grace_seconds, proxy.tls.listen (or \
+             [proxy.tls] itself), proxy.fleet or rollout.controller changed: these need a \
+             restart; the rest is applied"
         );
     }
     let current = state.live.load();
@@ -149,6 +150,15 @@ impl BackgroundService for Reloader {
             .take();
         let mut poll = tokio::time::interval(POLL);
         let mut last = std::fs::read(&self.state.config_path).ok();
+        // The file may have changed since the load the state was built from (another writer,
+        // such as the rollout controller of a fleet, at this proxy's start): run what it says.
+        if let Some(bytes) = &last
+            && let Ok(config) =
+                ProxyConfig::parse(&String::from_utf8_lossy(bytes), &self.state.config_path)
+            && config != self.state.live.load().settings
+        {
+            apply(&self.state, config);
+        }
         loop {
             let force = tokio::select! {
                 _ = shutdown.changed() => return,

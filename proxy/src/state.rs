@@ -167,6 +167,7 @@ impl ProxyState {
         for side in Side::BOTH {
             metrics.backend_up(side, true);
         }
+        let rollout = Rollout::new(metrics.rollout.cohorts.clone());
         Arc::new(Self {
             config_path,
             startup: config.startup(),
@@ -174,7 +175,7 @@ impl ProxyState {
             health: Health::new(),
             metrics,
             signer: BucketSigner::new(cookie_secret),
-            rollout: Rollout::default(),
+            rollout,
             admin_auth,
             shadow,
             clients: ClientCounts::default(),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::config::value::{Bounded, Millis, Seconds};
 use proxy::config::{Percent, ProxyConfig};
+use proxy::fleet::Role;
 use proxy::server::Listeners;
 use proxy::state::ProxyState;
 use shared::testing::client::client;
@@ -143,6 +144,19 @@ pub fn write_config_text(path: &Path, text: &str) {
 pub async fn start_proxy(config_path: &Path, listeners: Listeners) -> RunningProxy {
     let config = ProxyConfig::load(config_path).expect("valid proxy config");
     let state = proxy::server::state(config_path.to_owned(), config).expect("the proxy's state");
+    serve_state(state, listeners).await
+}
+
+/// As `start_proxy`, in the rollout `role` given whatever the file says: one of several
+/// proxies of a test sharing one config file, as `CANARY_ROLLOUT_CONTROLLER` makes one.
+pub async fn start_proxy_as(config_path: &Path, listeners: Listeners, role: Role) -> RunningProxy {
+    let config = ProxyConfig::load(config_path).expect("valid proxy config");
+    let state = proxy::server::state_as(config_path.to_owned(), config, role)
+        .expect("the proxy's state");
+    serve_state(state, listeners).await
+}
+
+async fn serve_state(state: Arc<ProxyState>, listeners: Listeners) -> RunningProxy {
     let url = |listener: &std::net::TcpListener| {
         format!(
             "http://{}",
@@ -395,9 +409,19 @@ impl ChildProxy {
     /// one thread), written as TOML and passed through `text` (to add what the structs
     /// cannot hold, comments say); `held` lives as long as the child.
     pub async fn start_with(
+        config: ProxyConfig,
+        text: impl FnOnce(String) -> String,
+        held: Vec<Refusing>,
+    ) -> Self {
+        Self::start_in(config, text, held, &[]).await
+    }
+
+    /// As `start_with`, with these variables in the child's environment.
+    pub async fn start_in(
         mut config: ProxyConfig,
         text: impl FnOnce(String) -> String,
         held: Vec<Refusing>,
+        environment: &[(&str, &str)],
     ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let config_path = dir.path().join("proxy.toml");
@@ -412,6 +436,7 @@ impl ChildProxy {
             .arg("--config")
             .arg(&config_path)
             .args(["--log-format", "json"])
+            .envs(environment.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
