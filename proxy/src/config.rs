@@ -1209,7 +1209,10 @@ failures_to_rollback = 2
                 analysis("prometheus_timeout = \"0s\""),
                 "rollout.analysis.prometheus_timeout",
             ),
-            ("[rollout]\ncontroller = \"yes\"\n".into(), "rollout.controller"),
+            (
+                "[rollout]\ncontroller = \"yes\"\n".into(),
+                "rollout.controller",
+            ),
             ("[proxy]\nfleet = 1\n".into(), "proxy.fleet"),
         ] {
             let error = parse(&text).unwrap_err().to_string();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use super::Outcome;
@@ -84,7 +84,13 @@ impl CohortSeries {
         Ok(series)
     }
 
-    pub fn record(&self, kind: CohortKind, route: RouteLabel, status: StatusCode, latency: Duration) {
+    pub fn record(
+        &self,
+        kind: CohortKind,
+        route: RouteLabel,
+        status: StatusCode,
+        latency: Duration,
+    ) {
         let at = kind.index() * RouteLabel::COUNT + route.index();
         if let Some(histogram) = self.latency.get(at) {
             histogram.observe(latency.as_secs_f64());

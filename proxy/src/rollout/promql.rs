@@ -127,7 +127,10 @@ pub fn parse_vector(
                 labels: raw.metric,
                 value: value.max(0.0),
             }),
-            _ => Err(malformed(format!("the value {:?} is not a count", raw.value.1))),
+            _ => Err(malformed(format!(
+                "the value {:?} is not a count",
+                raw.value.1
+            ))),
         })
         .collect()
 }
@@ -148,7 +151,9 @@ pub fn sample_from_buckets(buckets: &[(f64, f64)], capacity: usize) -> (u64, Vec
     }
     let total = running;
     let requests = total.round() as u64;
-    let points = usize::try_from(requests).unwrap_or(usize::MAX).min(capacity);
+    let points = usize::try_from(requests)
+        .unwrap_or(usize::MAX)
+        .min(capacity);
     if points == 0 || total <= 0.0 {
         return (requests, Vec::new());
     }
@@ -194,7 +199,8 @@ fn place(element: &Element) -> Option<(CohortKind, RouteLabel)> {
 /// The interval's sample from the two queries' answers: per route and overall, each
 /// cohort's requests (its histogram's count), server errors and rebuilt latency sample.
 pub fn interval_sample(latency_buckets: &[Element], server_errors: &[Element]) -> IntervalSample {
-    let slot = |kind: CohortKind, route: RouteLabel| kind.index() * RouteLabel::COUNT + route.index();
+    let slot =
+        |kind: CohortKind, route: RouteLabel| kind.index() * RouteLabel::COUNT + route.index();
     let slots = CohortKind::ALL.len() * RouteLabel::COUNT;
     let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); slots];
     let mut overall_buckets: [HashMap<u64, (f64, f64)>; 2] = Default::default();
@@ -202,8 +208,7 @@ pub fn interval_sample(latency_buckets: &[Element], server_errors: &[Element]) -
         let Some((kind, route)) = place(element) else {
             continue;
         };
-        let Some(upper) = (element.labels.get("le")).and_then(|le| le.parse::<f64>().ok())
-        else {
+        let Some(upper) = (element.labels.get("le")).and_then(|le| le.parse::<f64>().ok()) else {
             continue;
         };
         buckets[slot(kind, route)].push((upper, element.value));
@@ -234,7 +239,11 @@ pub fn interval_sample(latency_buckets: &[Element], server_errors: &[Element]) -
         .collect();
     let overall = CohortKind::ALL.map(|kind| {
         let summed: Vec<(f64, f64)> = overall_buckets[kind.index()].values().copied().collect();
-        cohort(&summed, overall_errors[kind.index()], LATENCY_SAMPLE_CAPACITY)
+        cohort(
+            &summed,
+            overall_errors[kind.index()],
+            LATENCY_SAMPLE_CAPACITY,
+        )
     });
     IntervalSample::counted(overall, routes)
 }
@@ -276,10 +285,9 @@ impl PrometheusSource<'_> {
 impl CohortSource for PrometheusSource<'_> {
     async fn sample(&self, window: Window) -> Result<IntervalSample, SourceError> {
         let length = window.length();
-        let buckets = (self.query(&latency_buckets_query(self.selector, length), window.end))
-            .await?;
-        let errors = (self.query(&server_errors_query(self.selector, length), window.end))
-            .await?;
+        let buckets =
+            (self.query(&latency_buckets_query(self.selector, length), window.end)).await?;
+        let errors = (self.query(&server_errors_query(self.selector, length), window.end)).await?;
         Ok(interval_sample(&buckets, &errors))
     }
 }
@@ -496,14 +504,35 @@ mod tests {
         let verify = common::routes::VERIFY;
         let health = common::routes::HEALTH;
         let buckets = [
-            element(&[("cohort", "canary"), ("route", verify), ("le", "0.001")], 30.0),
-            element(&[("cohort", "canary"), ("route", verify), ("le", "+Inf")], 40.0),
-            element(&[("cohort", "canary"), ("route", health), ("le", "0.001")], 9.6),
-            element(&[("cohort", "canary"), ("route", health), ("le", "+Inf")], 10.4),
-            element(&[("cohort", "baseline"), ("route", verify), ("le", "+Inf")], 50.0),
+            element(
+                &[("cohort", "canary"), ("route", verify), ("le", "0.001")],
+                30.0,
+            ),
+            element(
+                &[("cohort", "canary"), ("route", verify), ("le", "+Inf")],
+                40.0,
+            ),
+            element(
+                &[("cohort", "canary"), ("route", health), ("le", "0.001")],
+                9.6,
+            ),
+            element(
+                &[("cohort", "canary"), ("route", health), ("le", "+Inf")],
+                10.4,
+            ),
+            element(
+                &[("cohort", "baseline"), ("route", verify), ("le", "+Inf")],
+                50.0,
+            ),
             // Not a cohort of ours, and an unreadable bound: both left out.
-            element(&[("cohort", "shadow"), ("route", verify), ("le", "+Inf")], 99.0),
-            element(&[("cohort", "canary"), ("route", verify), ("le", "x")], 99.0),
+            element(
+                &[("cohort", "shadow"), ("route", verify), ("le", "+Inf")],
+                99.0,
+            ),
+            element(
+                &[("cohort", "canary"), ("route", verify), ("le", "x")],
+                99.0,
+            ),
         ];
         let errors = [
             element(&[("cohort", "canary"), ("route", verify)], 10.2),

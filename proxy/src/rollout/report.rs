@@ -302,7 +302,12 @@ mod tests {
         assert_eq!(report.evaluation.outcome, Outcome::Inconclusive);
         assert_eq!(report.evaluation.critical, None);
         assert_eq!(report.verdicts.len(), 3);
-        assert!(report.verdicts.iter().all(|v| v.verdict.reason.contains("Prometheus")));
+        assert!(
+            report
+                .verdicts
+                .iter()
+                .all(|v| v.verdict.reason.contains("Prometheus"))
+        );
         let down = unavailable("cannot reach Prometheus", false, SystemTime::UNIX_EPOCH);
         assert_eq!(down.evaluation.critical, Some(CriticalReason::BackendDown));
     }

@@ -161,9 +161,11 @@ impl Rollout {
         };
         // Kept fresh for a switch back to `local`; the fleet's counts include these.
         self.collector.take();
-        let client = (self.prometheus.get_or_init(|| promql::client().map_err(|e| e.to_string())))
-            .as_ref()
-            .map_err(|error| SourceError::Client(error.clone()))?;
+        let client = (self
+            .prometheus
+            .get_or_init(|| promql::client().map_err(|e| e.to_string())))
+        .as_ref()
+        .map_err(|error| SourceError::Client(error.clone()))?;
         let source = PrometheusSource {
             client,
             url,

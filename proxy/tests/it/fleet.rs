@@ -25,8 +25,8 @@ use crate::harness::{
 };
 use crate::prometheus::{JOB, PrometheusServer};
 use crate::rollout::{
-    Load, failing_new, first_step_entered, percent_on_disk, post_command, rollout_status,
-    schedule, wait_for_status,
+    Load, failing_new, first_step_entered, percent_on_disk, post_command, rollout_status, schedule,
+    wait_for_status,
 };
 
 /// Users whose side is checked with real requests through every proxy, of each kind.
@@ -65,7 +65,11 @@ impl Fleet {
         let new = start_new(&env).await;
         let config_path = env.dir().join("proxy.toml");
         let listeners: Vec<_> = (0..proxies).map(|_| bind_listeners()).collect();
-        let mut config = proxy_config((addr_of(&legacy), addr_of(&new)), &listeners[0], new_percent);
+        let mut config = proxy_config(
+            (addr_of(&legacy), addr_of(&new)),
+            &listeners[0],
+            new_percent,
+        );
         config.proxy.fleet = true;
         config.proxy.cookie_secret_file = env.dir().join("cookie.secret");
         config.shadow.secret_file = env.dir().join("shadow.secret");
@@ -197,7 +201,10 @@ async fn side_served(client: &reqwest::Client, proxy: &RunningProxy, user: &User
             "{user:?}: the proxy re-pinned a cookie the fleet signed"
         );
     }
-    let served = response.headers().get("x-served-by").map(|v| v.as_bytes().to_vec());
+    let served = response
+        .headers()
+        .get("x-served-by")
+        .map(|v| v.as_bytes().to_vec());
     Side::parse(served.as_deref().unwrap_or_default()).expect("x-served-by: legacy or new")
 }
 
@@ -216,7 +223,11 @@ fn sample(users: &[User]) -> Vec<User> {
     let (cookies, subjects) = users.split_at(usize::from(BUCKETS));
     let every = |of: &[User]| {
         let step = of.len() / SAMPLED_USERS;
-        of.iter().step_by(step).take(SAMPLED_USERS).cloned().collect::<Vec<_>>()
+        of.iter()
+            .step_by(step)
+            .take(SAMPLED_USERS)
+            .cloned()
+            .collect::<Vec<_>>()
     };
     [every(cookies), every(subjects)].concat()
 }
@@ -230,17 +241,28 @@ async fn three_proxies_on_one_config_and_secret_send_every_user_to_the_same_side
     // All 20,000 by each proxy's own steps: its secret verifies the cookie, its weight
     // places the bucket.
     let sides: Vec<Vec<Side>> = (fleet.proxies.iter())
-        .map(|proxy| users.iter().map(|user| side_by_its_steps(proxy, user)).collect())
+        .map(|proxy| {
+            users
+                .iter()
+                .map(|user| side_by_its_steps(proxy, user))
+                .collect()
+        })
         .collect();
     for (n, other) in sides.iter().enumerate().skip(1) {
         let differ = (users.iter().zip(sides[0].iter().zip(other)))
             .filter(|(_, (a, b))| a != b)
             .count();
-        assert_eq!(differ, 0, "proxy {n} sends {differ} users elsewhere than proxy 0");
+        assert_eq!(
+            differ, 0,
+            "proxy {n} sends {differ} users elsewhere than proxy 0"
+        );
     }
     let on_new = sides[0].iter().filter(|side| **side == Side::New).count();
     // Cookies: exactly 3,750 of the 10,000 buckets; subjects: about as many.
-    assert!((7_000..8_000).contains(&on_new), "{on_new} of 20,000 on new at 37.5 %");
+    assert!(
+        (7_000..8_000).contains(&on_new),
+        "{on_new} of 20,000 on new at 37.5 %"
+    );
 
     // A sample by real requests through each proxy: the side that answers is that side.
     let sampled = sample(&users);
@@ -254,7 +276,11 @@ async fn three_proxies_on_one_config_and_secret_send_every_user_to_the_same_side
             .filter(|(_, (a, b))| a != b)
             .map(|(user, _)| user)
             .collect::<Vec<_>>();
-        assert!(differ.is_empty(), "proxy {n} served {} users elsewhere: {differ:?}", differ.len());
+        assert!(
+            differ.is_empty(),
+            "proxy {n} served {} users elsewhere: {differ:?}",
+            differ.len()
+        );
     }
 }
 
@@ -293,7 +319,11 @@ async fn no_user_moves_back_to_legacy_while_the_weight_rises() {
     let client = client();
     for n in 0..100 {
         let proxy = &fleet.proxies[n % 3];
-        let response = client.get(proxy.url("/health")).send().await.expect("a first visit");
+        let response = client
+            .get(proxy.url("/health"))
+            .send()
+            .await
+            .expect("a first visit");
         let pinned = response
             .headers()
             .get("set-cookie")
@@ -306,7 +336,10 @@ async fn no_user_moves_back_to_legacy_while_the_weight_rises() {
     }
 
     let mut on_new = vec![false; users.len()];
-    for (step, new_percent) in [0.0, 1.0, 10.0, 25.0, 50.0, 75.0, 100.0].into_iter().enumerate() {
+    for (step, new_percent) in [0.0, 1.0, 10.0, 25.0, 50.0, 75.0, 100.0]
+        .into_iter()
+        .enumerate()
+    {
         fleet.set_percent(new_percent).await;
         // Each user through another proxy at each step.
         for (n, proxy) in fleet.proxies.iter().enumerate() {
@@ -350,20 +383,37 @@ fn a_proxy_of_a_fleet_refuses_to_make_up_a_secret_and_says_how_to_give_it_one() 
         config.rollout.analysis.prometheus_url =
             Some(PrometheusUrl::parse("http://127.0.0.1:9090").expect("a URL"));
     };
-    let cases: [(&str, &dyn Fn(&mut ProxyConfig), Role, &str); 3] = [
-        ("told so", &told, Role::Controller, "proxy.fleet = true"),
-        ("a follower", &|_| {}, Role::Follower, "rollout.controller = false"),
-        ("judging the fleet", &judging, Role::Controller, "source = \"prometheus\""),
+    type Edit = fn(&mut ProxyConfig);
+    let cases: [(&str, Edit, Role, &str); 3] = [
+        ("told so", told, Role::Controller, "proxy.fleet = true"),
+        (
+            "a follower",
+            |_| {},
+            Role::Follower,
+            "rollout.controller = false",
+        ),
+        (
+            "judging the fleet",
+            judging,
+            Role::Controller,
+            "source = \"prometheus\"",
+        ),
     ];
     for (what, edit, role, reason) in cases {
         let mut config = config_without_secret(dir.path());
         edit(&mut config);
         let refused = proxy::server::state_as(config_path.clone(), config.clone(), role);
-        let error = refused.err().unwrap_or_else(|| panic!("{what}: started")).to_string();
+        let error = refused
+            .err()
+            .unwrap_or_else(|| panic!("{what}: started"))
+            .to_string();
         for needed in [
             reason,
             "CANARY_COOKIE_SECRET",
-            &format!("head -c 32 /dev/urandom > {}", config.proxy.cookie_secret_file.display()),
+            &format!(
+                "head -c 32 /dev/urandom > {}",
+                config.proxy.cookie_secret_file.display()
+            ),
             "on every proxy host",
         ] {
             assert!(error.contains(needed), "{what}: {needed:?} not in {error}");
@@ -407,9 +457,11 @@ async fn the_binary_follows_its_environment_and_refuses_a_fleet_without_a_secret
         .stderr(Stdio::piped())
         .spawn()
         .expect("the proxy binary starts");
-    let status = eventually("the proxy refuses to start", Duration::from_secs(20), async || {
-        child.try_wait().expect("the child's status")
-    })
+    let status = eventually(
+        "the proxy refuses to start",
+        Duration::from_secs(20),
+        async || child.try_wait().expect("the child's status"),
+    )
     .await;
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
@@ -457,9 +509,8 @@ async fn the_controller_rolls_back_on_errors_that_only_another_proxy_saw_through
     // One answer in four a 500, the health checks fine: only the judge can tell.
     let (new, _failing) = failing_new(4).await;
     let (controller_listeners, follower_listeners) = (bind_listeners(), bind_listeners());
-    let admin = |listeners: &proxy::server::Listeners| {
-        listeners.admin.local_addr().expect("an address")
-    };
+    let admin =
+        |listeners: &proxy::server::Listeners| listeners.admin.local_addr().expect("an address");
     let prometheus =
         PrometheusServer::scraping(&[admin(&controller_listeners), admin(&follower_listeners)])
             .await;
@@ -501,9 +552,15 @@ async fn the_controller_rolls_back_on_errors_that_only_another_proxy_saw_through
     let sent = load.stop().await;
 
     assert!(sent > 0);
-    assert_eq!(status["rollbackReason"], "critical_error_rate", "{status:#}");
+    assert_eq!(
+        status["rollbackReason"], "critical_error_rate",
+        "{status:#}"
+    );
     let evaluation = &status["lastEvaluation"];
-    assert!(evaluation["canaryRequests"].as_u64() > Some(0), "{status:#}");
+    assert!(
+        evaluation["canaryRequests"].as_u64() > Some(0),
+        "{status:#}"
+    );
     let own = metrics_text(&controller.admin_url).await;
     for cohort in ["canary", "baseline"] {
         assert_eq!(
@@ -513,16 +570,29 @@ async fn the_controller_rolls_back_on_errors_that_only_another_proxy_saw_through
         );
     }
     assert_eq!(percent_on_disk(&config_path), 0.0);
-    eventually("the follower follows the rollback", FOLLOW_LIMIT * 2, async || {
-        (admin_status(&follower.admin_url).await["newPercent"] == 0.0).then_some(())
-    })
+    eventually(
+        "the follower follows the rollback",
+        FOLLOW_LIMIT * 2,
+        async || (admin_status(&follower.admin_url).await["newPercent"] == 0.0).then_some(()),
+    )
     .await;
     let follower_metrics = metrics_text(&follower.admin_url).await;
-    let errors = verify_cohort(&follower_metrics, "proxy_rollout_cohort_server_errors_total", "canary");
-    assert!(errors > Some(0.0), "the follower counted new's errors: {errors:?}");
+    let errors = verify_cohort(
+        &follower_metrics,
+        "proxy_rollout_cohort_server_errors_total",
+        "canary",
+    );
+    assert!(
+        errors > Some(0.0),
+        "the follower counted new's errors: {errors:?}"
+    );
     let follower_status = rollout_status(&follower.admin_url).await;
     assert_eq!(follower_status["controller"], false);
-    assert_eq!(follower_status["lastEvaluation"], Value::Null, "a follower judges nothing");
+    assert_eq!(
+        follower_status["lastEvaluation"],
+        Value::Null,
+        "a follower judges nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -556,12 +626,16 @@ async fn without_an_answer_from_prometheus_the_controller_never_promotes() {
     assert_eq!(status["currentPercent"], 20.0);
     let evaluation = &status["lastEvaluation"];
     assert_eq!(evaluation["outcome"], "inconclusive", "{status:#}");
-    let reason = evaluation["verdicts"][0]["reason"].as_str().unwrap_or_default();
+    let reason = evaluation["verdicts"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
     assert!(reason.contains("cannot reach Prometheus"), "{reason}");
     let metrics = metrics_text(&proxy.admin_url).await;
     let errors = metrics
         .lines()
-        .find_map(|line| line.strip_prefix("proxy_rollout_source_errors_total{kind=\"unreachable\"} "))
+        .find_map(|line| {
+            line.strip_prefix("proxy_rollout_source_errors_total{kind=\"unreachable\"} ")
+        })
         .and_then(|n| n.parse::<u64>().ok());
     assert!(errors >= Some(3), "{metrics}");
 }

@@ -151,8 +151,8 @@ pub async fn start_proxy(config_path: &Path, listeners: Listeners) -> RunningPro
 /// proxies of a test sharing one config file, as `CANARY_ROLLOUT_CONTROLLER` makes one.
 pub async fn start_proxy_as(config_path: &Path, listeners: Listeners, role: Role) -> RunningProxy {
     let config = ProxyConfig::load(config_path).expect("valid proxy config");
-    let state = proxy::server::state_as(config_path.to_owned(), config, role)
-        .expect("the proxy's state");
+    let state =
+        proxy::server::state_as(config_path.to_owned(), config, role).expect("the proxy's state");
     serve_state(state, listeners).await
 }
 

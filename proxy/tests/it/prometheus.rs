@@ -61,7 +61,10 @@ impl PrometheusServer {
 
     /// Where its HTTP API is: `rollout.analysis.prometheus_url`.
     pub fn url(&self) -> String {
-        format!("http://{}", SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)))
+        format!(
+            "http://{}",
+            SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        )
     }
 
     fn log_path(&self) -> PathBuf {
@@ -104,8 +107,14 @@ impl PrometheusServer {
         let log = std::fs::File::create(self.log_path()).expect("create the Prometheus log");
         let folder = self.folder.path();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", folder.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", folder.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                folder.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                folder.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
             .arg("--storage.tsdb.retention.time=1h")
             .stdin(Stdio::null())
