@@ -21,7 +21,7 @@ use shared::testing::{TestEnv, TestServer, eventually};
 
 use crate::harness::{
     ChildProxy, Refusing, RunningProxy, bind_listeners, metrics_text, percent, proxy_config,
-    start_legacy, start_new, start_proxy_as, write_config,
+    serve_state, start_legacy, start_new, start_proxy_as, write_config,
 };
 use crate::prometheus::{JOB, PrometheusServer};
 use crate::rollout::{
@@ -363,6 +363,24 @@ async fn no_user_moves_back_to_legacy_while_the_weight_rises() {
             _ => {}
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_starts_while_the_file_changes_runs_what_the_file_says() {
+    let fleet = Fleet::start(1, 0.0).await;
+    // A second proxy loads the file at 0 %; the controller (here, the test) writes 30 %
+    // before the new proxy watches the file.
+    let loaded = fleet.config();
+    let state = proxy::server::state_as(fleet.config_path.clone(), loaded, Role::Follower)
+        .expect("the proxy's state");
+    let mut edited = fleet.config();
+    edited.routing.new_percent = percent(30.0);
+    write_config(&fleet.config_path, &edited);
+    let late = serve_state(state, bind_listeners()).await;
+    eventually("the late proxy runs 30 %", FOLLOW_LIMIT, async || {
+        (admin_status(&late.admin_url).await["newPercent"] == 30.0).then_some(())
+    })
+    .await;
 }
 
 /// A fleet proxy's config with no secret anywhere: `cookie.secret` in `dir` does not exist.

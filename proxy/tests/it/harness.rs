@@ -156,7 +156,8 @@ pub async fn start_proxy_as(config_path: &Path, listeners: Listeners, role: Role
     serve_state(state, listeners).await
 }
 
-async fn serve_state(state: Arc<ProxyState>, listeners: Listeners) -> RunningProxy {
+/// Serves a proxy whose state the test built, on `listeners`, and waits until it answers.
+pub async fn serve_state(state: Arc<ProxyState>, listeners: Listeners) -> RunningProxy {
     let url = |listener: &std::net::TcpListener| {
         format!(
             "http://{}",
