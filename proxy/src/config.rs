@@ -218,8 +218,13 @@ pub struct ProxySection {
     pub cookie_max_age_seconds: u64,
     /// Set behind a TLS terminator; over `[proxy.tls]` the cookie is `Secure` anyway.
     pub cookie_secure: bool,
-    /// Read when `CANARY_COOKIE_SECRET` is unset; created on first start. Restart to change.
+    /// Read when `CANARY_COOKIE_SECRET` is unset; created on first start, except on a proxy
+    /// of a fleet (`ProxyConfig::fleet_reason`), which refuses to start without one. Restart to change.
     pub cookie_secret_file: PathBuf,
+    /// This proxy is one of several behind a load balancer, sharing this file and the cookie
+    /// secret: it never generates a secret of its own (see `fleet`). Also implied by
+    /// `rollout.controller = false` and `rollout.analysis.source = "prometheus"`.
+    pub fleet: bool,
     /// The admin listener's bearer token, read when `CANARY_ADMIN_TOKEN` is unset; needed
     /// when `admin_listen` is off loopback (see `admin_auth`). No default. Restart to change.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -308,6 +313,7 @@ impl Default for ProxySection {
             cookie_max_age_seconds: 30 * 24 * 3600,
             cookie_secure: false,
             cookie_secret_file: PathBuf::from("data/cookie.secret"),
+            fleet: false,
             admin_token_file: None,
             override_header: OptionalHeaderName::of("x-canary"),
             served_by_header: true,
@@ -447,6 +453,10 @@ pub struct RolloutSection {
     /// The controller's progress (step, phase, when the step started, the last verdicts),
     /// beside the database by default, so a restart resumes the same step.
     pub state_file: PathBuf,
+    /// Whether this proxy runs the controller (judges, writes `routing.new_percent`). Of
+    /// several proxies exactly one does; the others only follow this file. Read at start;
+    /// `CANARY_ROLLOUT_CONTROLLER=true|false` overrides it, so one shared file serves all.
+    pub controller: bool,
 }
 
 impl Default for RolloutSection {
@@ -469,6 +479,7 @@ impl Default for RolloutSection {
             on_failure: OnFailure::Rollback,
             analysis: AnalysisSection::default(),
             state_file: PathBuf::from("data/rollout-state.json"),
+            controller: true,
         }
     }
 }
@@ -532,6 +543,69 @@ pub struct AnalysisSection {
     /// While shadow traffic runs, new fails an evaluation if its real mismatch rate against
     /// legacy (`GET /admin/shadow`) is above this, 0 to 1; the one metric of a shadow step.
     pub max_shadow_mismatch_rate: f64,
+    /// Where the cohorts' counts come from: `local` (this proxy's own traffic) or
+    /// `prometheus` (every proxy's, through PromQL at `prometheus_url`).
+    pub source: AnalysisSource,
+    /// The Prometheus that scrapes every proxy's admin `/metrics`, e.g.
+    /// `http://127.0.0.1:9090`; needed with `source = "prometheus"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<PrometheusUrl>,
+    /// Label matchers added to every query, e.g. `job="canary-proxy"`, so that a Prometheus
+    /// scraping other fleets too counts only this one's proxies; empty: every series.
+    pub prometheus_selector: String,
+    /// Each query to Prometheus must answer within this, else the evaluation is inconclusive.
+    #[serde(with = "humantime_serde")]
+    pub prometheus_timeout: Duration,
+}
+
+/// `rollout.analysis.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisSource {
+    /// The requests this proxy served, counted in memory.
+    #[default]
+    Local,
+    /// The `proxy_rollout_cohort_*` series of every proxy, read from Prometheus.
+    Prometheus,
+}
+
+/// `rollout.analysis.prometheus_url`: an `http` or `https` URL with a host, checked on load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrometheusUrl(reqwest::Url);
+
+impl PrometheusUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = reqwest::Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err("must be an http:// or https:// URL with a host".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("must have no query and no fragment".into());
+        }
+        Ok(Self(url))
+    }
+
+    /// The HTTP API's instant query endpoint under this URL (a path prefix is kept).
+    pub fn query_endpoint(&self) -> String {
+        format!("{}/api/v1/query", self.0.as_str().trim_end_matches('/'))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl Serialize for PrometheusUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PrometheusUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(D::Error::custom)
+    }
 }
 
 impl Default for AnalysisSection {
@@ -547,6 +621,10 @@ impl Default for AnalysisSection {
             passes_to_promote: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
             failures_to_rollback: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
             max_shadow_mismatch_rate: 0.01,
+            source: AnalysisSource::Local,
+            prometheus_url: None,
+            prometheus_selector: String::new(),
+            prometheus_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -611,7 +689,24 @@ impl RolloutSection {
                 "must be at least 0 and at most 1",
             ),
         ];
-        (checks.into_iter())
+        let prometheus: [(&str, bool, &'static str); 3] = [
+            (
+                "prometheus_url",
+                analysis.source == AnalysisSource::Prometheus && analysis.prometheus_url.is_none(),
+                "is needed with source = \"prometheus\"",
+            ),
+            (
+                "prometheus_selector",
+                analysis.prometheus_selector.contains(['{', '}', '\n']),
+                "must be label matchers without braces, e.g. job=\"canary-proxy\"",
+            ),
+            (
+                "prometheus_timeout",
+                analysis.prometheus_timeout.is_zero(),
+                "must be above 0",
+            ),
+        ];
+        (checks.into_iter().chain(prometheus))
             .find(|(_, refused, _)| *refused)
             .map(|(key, _, reason)| (format!("rollout.analysis.{key}"), reason))
     }
@@ -630,6 +725,9 @@ pub struct StartupSettings {
     pub upgrade_socket: PathBuf,
     /// `proxy.tls.listen`, if TLS is on (the certificate reloads; the listener does not).
     pub tls_listen: Option<SocketAddr>,
+    pub fleet: bool,
+    /// `rollout.controller` as the file says it (`CANARY_ROLLOUT_CONTROLLER` may override).
+    pub rollout_controller: bool,
 }
 
 impl ProxyConfig {
@@ -713,6 +811,23 @@ impl ProxyConfig {
             shutdown_grace_seconds: self.proxy.shutdown_grace_seconds,
             upgrade_socket: self.proxy.upgrade_socket.clone(),
             tls_listen: self.proxy.tls.as_ref().map(|tls| tls.listen),
+            fleet: self.proxy.fleet,
+            rollout_controller: self.rollout.controller,
+        }
+    }
+
+    /// Why this proxy is one of several, if it is: `[proxy] fleet`, or a key that only makes
+    /// sense with several (a follower, a judge over every proxy). `controller` is the role in
+    /// force (the file's, or `CANARY_ROLLOUT_CONTROLLER`'s).
+    pub fn fleet_reason(&self, controller: bool) -> Option<&'static str> {
+        if self.proxy.fleet {
+            Some("proxy.fleet = true")
+        } else if !controller {
+            Some("this proxy is not the rollout controller (rollout.controller = false)")
+        } else if self.rollout.analysis.source == AnalysisSource::Prometheus {
+            Some("rollout.analysis.source = \"prometheus\"")
+        } else {
+            None
         }
     }
 
@@ -1293,10 +1408,65 @@ failures_to_rollback = 2
                 "rollout.analysis.failures_to_rollback",
             ),
             (analysis("intervall = \"1s\""), "intervall"),
+            (analysis("source = \"graphite\""), "rollout.analysis.source"),
+            (
+                analysis("source = \"prometheus\""),
+                "rollout.analysis.prometheus_url",
+            ),
+            (
+                analysis("prometheus_url = \"127.0.0.1:9090\""),
+                "rollout.analysis.prometheus_url",
+            ),
+            (
+                analysis("prometheus_url = \"ftp://127.0.0.1:9090\""),
+                "rollout.analysis.prometheus_url",
+            ),
+            (
+                analysis("prometheus_url = \"http://127.0.0.1:9090/?x=1\""),
+                "rollout.analysis.prometheus_url",
+            ),
+            (
+                analysis("prometheus_selector = \"{job='a'}\""),
+                "rollout.analysis.prometheus_selector",
+            ),
+            (
+                analysis("prometheus_timeout = \"0s\""),
+                "rollout.analysis.prometheus_timeout",
+            ),
+            (
+                "[rollout]\ncontroller = \"yes\"\n".into(),
+                "rollout.controller",
+            ),
+            ("[proxy]\nfleet = 1\n".into(), "proxy.fleet"),
         ] {
             let error = parse(&text).unwrap_err().to_string();
             assert!(error.contains(key), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn the_judge_over_the_fleet_and_the_role_read_typed() {
+        let text = "[proxy]\nfleet = true\n[rollout]\ncontroller = false\n\
+                    [rollout.analysis]\nsource = \"prometheus\"\n\
+                    prometheus_url = \"http://127.0.0.1:9090/prom/\"\n\
+                    prometheus_selector = 'job=\"canary-proxy\"'\nprometheus_timeout = \"2s\"\n";
+        let config = parse(text).unwrap();
+        assert!(config.proxy.fleet);
+        assert!(!config.rollout.controller);
+        let analysis = &config.rollout.analysis;
+        assert_eq!(analysis.source, AnalysisSource::Prometheus);
+        assert_eq!(
+            analysis.prometheus_url.as_ref().unwrap().query_endpoint(),
+            "http://127.0.0.1:9090/prom/api/v1/query"
+        );
+        assert_eq!(analysis.prometheus_selector, r#"job="canary-proxy""#);
+        assert_eq!(analysis.prometheus_timeout, Duration::from_secs(2));
+        assert!(config.startup().fleet && !config.startup().rollout_controller);
+        let back = toml::to_string(&config).unwrap();
+        assert_eq!(parse(&back).unwrap(), config, "{back}");
+        let defaults = parse("").unwrap();
+        assert!(!defaults.proxy.fleet && defaults.rollout.controller);
+        assert_eq!(defaults.rollout.analysis.source, AnalysisSource::Local);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod compression;
 pub mod config;
 pub mod cors;
 pub mod edge;
+pub mod fleet;
 pub mod forwarding;
 pub mod head_deadline;
 pub mod health;

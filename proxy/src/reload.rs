@@ -70,6 +70,25 @@ impl Reloader {
     }
 }
 
+impl Reloader {
+    /// The file may have changed since the load the state was built from (another writer,
+    /// such as the rollout controller of a fleet, or an edit, while this proxy started):
+    /// run what it says now, or refuse it as any later edit would be.
+    fn catch_up(&self, bytes: &[u8]) {
+        let state = &self.state;
+        match ProxyConfig::parse(&String::from_utf8_lossy(bytes), &state.config_path) {
+            Ok(config) if config != state.live.load().settings => {
+                apply(state, config);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                state.metrics.reload(false);
+                tracing::error!(key = error.key(), %error, "config edit refused; the running config stays");
+            }
+        }
+    }
+}
+
 /// Reads the config file and applies it now, for a writer of the file (the rollout
 /// controller) that must not wait for the watcher: returns the generation in force after.
 pub fn apply_file(state: &ProxyState) -> Result<u64, common::config::ConfigError> {
@@ -90,9 +109,9 @@ fn apply(state: &ProxyState, config: ProxyConfig) -> u64 {
     if config.startup() != state.startup {
         tracing::warn!(
             "proxy.listen, proxy.admin_listen, proxy.threads, proxy.work_stealing, \
-             proxy.cookie_secret_file, \
-             proxy.admin_token_file, proxy.shutdown_grace_seconds or proxy.tls.listen (or \
-             [proxy.tls] itself) changed: these need a restart; the rest is applied"
+             proxy.cookie_secret_file, proxy.admin_token_file, proxy.shutdown_grace_seconds, \
+             proxy.upgrade_socket, proxy.tls.listen (or [proxy.tls] itself), proxy.fleet or \
+             rollout.controller changed: these need a restart; the rest is applied"
         );
     }
     let current = state.live.load();
@@ -153,6 +172,9 @@ impl BackgroundService for Reloader {
             .take();
         let mut poll = tokio::time::interval(POLL);
         let mut last = std::fs::read(&self.state.config_path).ok();
+        if let Some(bytes) = &last {
+            self.catch_up(bytes);
+        }
         loop {
             let force = tokio::select! {
                 _ = shutdown.changed() => return,

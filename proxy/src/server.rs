@@ -67,6 +67,8 @@ pub enum StartupError {
     AdminAuth(#[from] crate::admin_auth::AdminAuthError),
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// The proxy's listening sockets.
@@ -102,12 +104,23 @@ impl Listeners {
     }
 }
 
-/// The state the services share, from a loaded config: the cookie secret is read (or
-/// created) here, and the admin token read (`CANARY_ADMIN_TOKEN`, else
-/// `proxy.admin_token_file`).
+/// The state the services share, from a loaded config: the rollout role is read
+/// (`CANARY_ROLLOUT_CONTROLLER`, else `rollout.controller`), the cookie secret read (or
+/// created, by a proxy on its own) here, and the admin token read (`CANARY_ADMIN_TOKEN`,
+/// else `proxy.admin_token_file`).
 pub fn state(config_path: PathBuf, config: ProxyConfig) -> Result<Arc<ProxyState>, StartupError> {
-    let secret =
-        common::secret::load_or_create(COOKIE_SECRET_ENV, &config.proxy.cookie_secret_file)?;
+    let role = crate::fleet::Role::from_env(&config)?;
+    state_as(config_path, config, role)
+}
+
+/// As `state`, in the rollout `role` given (several proxies in one test process share one
+/// file and environment).
+pub fn state_as(
+    config_path: PathBuf,
+    config: ProxyConfig,
+    role: crate::fleet::Role,
+) -> Result<Arc<ProxyState>, StartupError> {
+    let secret = crate::fleet::cookie_secret(&config, role)?;
     let token = crate::admin_auth::read_token_from_env(config.proxy.admin_token_file.as_deref())?;
     let admin_auth = crate::admin_auth::AdminAuth::new(token.as_ref());
     let shadow_key = common::shadow::ShadowSecretSection {
@@ -116,13 +129,9 @@ pub fn state(config_path: PathBuf, config: ProxyConfig) -> Result<Arc<ProxyState
     .load_key()
     .map_err(StartupError::ShadowSecret)?;
     let shadow = ShadowState::new(shadow_key).map_err(StartupError::ShadowClient)?;
-    Ok(ProxyState::new(
-        config_path,
-        config,
-        &secret,
-        admin_auth,
-        shadow,
-    ))
+    let state = ProxyState::new(config_path, config, &secret, admin_auth, shadow);
+    state.rollout.set_role(role);
+    Ok(state)
 }
 
 /// Serves on `listeners` until `shutdown` resolves, then finishes what is in flight within

@@ -188,6 +188,7 @@ impl ProxyState {
         }
         let replicas = Registry::default();
         let generation = Generation::new(1, config, &replicas, &metrics);
+        let rollout = Rollout::new(metrics.rollout.cohorts.clone());
         Arc::new(Self {
             config_path,
             startup: generation.settings.startup(),
@@ -196,7 +197,7 @@ impl ProxyState {
             health: Health::new(),
             metrics,
             signer: BucketSigner::new(cookie_secret),
-            rollout: Rollout::default(),
+            rollout,
             admin_auth,
             shadow,
             clients: ClientCounts::default(),

@@ -66,6 +66,7 @@ impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         let code = match error {
             CommandError::Disabled => "ROLLOUT_DISABLED",
+            CommandError::NotController => "NOT_CONTROLLER",
             CommandError::Refused(_) => "STALE_APPROVAL",
         };
         ApiError::new(StatusCode::CONFLICT, code, error.to_string())

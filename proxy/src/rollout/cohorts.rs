@@ -15,6 +15,7 @@ use http::StatusCode;
 use rand::Rng;
 
 use super::judge::{self, Cohort};
+use super::metrics::CohortSeries;
 use crate::metrics::RouteLabel;
 use crate::routing::Side;
 
@@ -29,11 +30,25 @@ pub enum CohortKind {
 }
 
 impl CohortKind {
-    fn index(self) -> usize {
+    pub const ALL: [CohortKind; 2] = [CohortKind::Canary, CohortKind::Baseline];
+
+    pub(crate) fn index(self) -> usize {
         match self {
             CohortKind::Canary => 0,
             CohortKind::Baseline => 1,
         }
+    }
+
+    /// The `cohort` label of the exported series.
+    pub fn label(self) -> &'static str {
+        match self {
+            CohortKind::Canary => "canary",
+            CohortKind::Baseline => "baseline",
+        }
+    }
+
+    pub fn parse(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.label() == label)
     }
 }
 
@@ -82,6 +97,12 @@ impl Default for IntervalSample {
 }
 
 impl IntervalSample {
+    /// A sample counted elsewhere: each route's canary and baseline (in `RouteLabel` order)
+    /// and the two cohorts overall.
+    pub fn counted(overall: [Cohort; 2], routes: Vec<[Cohort; 2]>) -> Self {
+        Self { overall, routes }
+    }
+
     /// Counts one answer: `status` is what the client got, except that a request its side
     /// failed and the other side then answered counts as that side's server error.
     pub fn record(
@@ -128,13 +149,23 @@ impl IntervalSample {
 }
 
 /// The running interval's sample, shared by the request path (which records) and the
-/// controller (which takes it once per interval).
-#[derive(Debug, Default)]
+/// controller (which takes it once per interval); each answer is also counted in the
+/// exported cohort series, which a controller judging the whole fleet reads from Prometheus.
+#[derive(Default)]
 pub struct Collector {
     interval: Mutex<IntervalSample>,
+    exported: Option<CohortSeries>,
 }
 
 impl Collector {
+    /// A collector that also counts every answer in `series`.
+    pub fn exporting(series: CohortSeries) -> Self {
+        Self {
+            interval: Mutex::default(),
+            exported: Some(series),
+        }
+    }
+
     pub fn record(
         &self,
         kind: CohortKind,
@@ -142,6 +173,9 @@ impl Collector {
         status: StatusCode,
         latency: Duration,
     ) {
+        if let Some(series) = &self.exported {
+            series.record(kind, route, status, latency);
+        }
         self.lock().record(kind, route, status, latency);
     }
 

@@ -63,6 +63,21 @@ impl Cohort {
         }
     }
 
+    /// A cohort counted elsewhere (by every proxy, read back from Prometheus): `requests`,
+    /// `server_errors` of them, and a latency sample in milliseconds standing for them all.
+    pub fn counted(
+        requests: u64,
+        server_errors: u64,
+        latency_sample_ms: Vec<f64>,
+        capacity: usize,
+    ) -> Self {
+        Cohort {
+            requests,
+            server_errors: server_errors.min(requests),
+            latencies_ms: Reservoir::holding(capacity, requests, latency_sample_ms),
+        }
+    }
+
     /// Count one response: a 5xx is a server error; its latency goes into the sample.
     pub fn record<R: Rng + ?Sized>(&mut self, status: StatusCode, latency: Duration, rng: &mut R) {
         self.requests += 1;

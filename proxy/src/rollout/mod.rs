@@ -7,6 +7,8 @@
 //! route), `config_file` (writing the weight into `config.toml`, comments kept, and any file
 //! atomically) and `runner` (the background service that carries out the controller's
 //! actions: it writes `config.toml` and the state file, and applies the new weight at once).
+//! The cohorts come from a `source`: this proxy's own collector, or every proxy's exported
+//! series read back from Prometheus (`promql`), so one controller judges a whole fleet.
 
 pub mod api;
 pub mod cohorts;
@@ -14,10 +16,12 @@ pub mod config_file;
 pub mod controller;
 pub mod judge;
 pub mod metrics;
+pub mod promql;
 pub mod report;
 pub mod runner;
 #[cfg(test)]
 mod simulation;
+pub mod source;
 pub mod stats;
 #[cfg(test)]
 mod synthetic;

@@ -79,6 +79,38 @@ pub fn evaluate(
     }
 }
 
+/// An interval whose cohorts could not be read (`reason` says why): every overall metric
+/// inconclusive, so nothing is promoted; only the health checks finding new down can still
+/// roll back.
+pub fn unavailable(reason: &str, new_up: bool, at: SystemTime) -> Report {
+    let verdicts = [
+        judge::Metric::ErrorRate,
+        judge::Metric::LatencyMedian,
+        judge::Metric::LatencyP99,
+    ]
+    .map(|metric| ScopedVerdict {
+        scope: OVERALL.to_owned(),
+        verdict: MetricVerdict {
+            metric,
+            outcome: Outcome::Inconclusive,
+            canary: 0.0,
+            baseline: 0.0,
+            p_value: None,
+            reason: reason.to_owned(),
+        },
+    });
+    Report {
+        at,
+        evaluation: Evaluation {
+            outcome: Outcome::Inconclusive,
+            critical: (!new_up).then_some(CriticalReason::BackendDown),
+        },
+        canary_requests: 0,
+        baseline_requests: 0,
+        verdicts: verdicts.into(),
+    }
+}
+
 /// What shadow traffic found over one interval: comparisons of legacy against new that were
 /// classified (matched, mismatched or noise-only) and how many of them really mismatched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -262,6 +294,22 @@ mod tests {
             Some(CriticalReason::BackendDown)
         );
         assert_eq!(report.evaluation.outcome, Outcome::Inconclusive);
+    }
+
+    #[test]
+    fn an_interval_that_could_not_be_read_is_inconclusive_and_says_why() {
+        let report = unavailable("cannot reach Prometheus", true, SystemTime::UNIX_EPOCH);
+        assert_eq!(report.evaluation.outcome, Outcome::Inconclusive);
+        assert_eq!(report.evaluation.critical, None);
+        assert_eq!(report.verdicts.len(), 3);
+        assert!(
+            report
+                .verdicts
+                .iter()
+                .all(|v| v.verdict.reason.contains("Prometheus"))
+        );
+        let down = unavailable("cannot reach Prometheus", false, SystemTime::UNIX_EPOCH);
+        assert_eq!(down.evaluation.critical, Some(CriticalReason::BackendDown));
     }
 
     fn shadow(classified: u64, mismatched: u64) -> ShadowSample {

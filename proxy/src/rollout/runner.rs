@@ -11,10 +11,14 @@
 //!
 //! One lock orders everything (ticks, commands, writes), so two operators, or an operator
 //! and the timer, never interleave half-applied steps. File I/O runs on the blocking pool.
+//!
+//! Of several proxies only the controller (`fleet::Role`) runs any of this; a follower
+//! records its cohorts (exported for a controller that reads them from Prometheus) and
+//! follows the weight in the file, and refuses operators' commands.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -23,14 +27,18 @@ use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::cohorts::Collector;
+use super::cohorts::{Collector, IntervalSample};
 use super::config_file;
 use super::controller::{
     self, Action, Event, Input, Phase, Refusal, RolloutState, Schedule, StepsFingerprint,
 };
 use super::judge::AnalysisSettings;
+use super::metrics::CohortSeries;
+use super::promql::{self, PrometheusSource};
 use super::report::{self, Report, ShadowSample};
-use crate::config::Percent;
+use super::source::{CohortSource, SourceError, Window};
+use crate::config::{AnalysisSource, Percent};
+use crate::fleet::Role;
 use crate::routing::Side;
 use crate::state::ProxyState;
 
@@ -40,12 +48,18 @@ const EVENTS_KEPT: usize = 32;
 const STATE_FILE_VERSION: u32 = 1;
 
 /// What the proxy shares between the request path, the controller and the admin API.
-#[derive(Default)]
 pub struct Rollout {
     pub collector: Collector,
     progress: tokio::sync::Mutex<Progress>,
     /// A shadow step is in force: the request path shadows every eligible request.
     dark_launch: AtomicBool,
+    /// Another proxy runs the controller; this one only follows the file.
+    follower: AtomicBool,
+    /// When the running evaluation window began: the last evaluation, or the last change of
+    /// weight (what was counted under the old weight would judge the new one).
+    window_start: std::sync::Mutex<SystemTime>,
+    /// Made on the first query to Prometheus.
+    prometheus: OnceLock<Result<reqwest::Client, String>>,
 }
 
 /// See `Rollout::hold`.
@@ -85,11 +99,87 @@ pub enum Command {
 pub enum CommandError {
     #[error("no rollout is enabled: set enabled = true under [rollout] in config.toml")]
     Disabled,
+    #[error(
+        "this proxy only follows config.toml (rollout.controller = false): send rollout \
+         commands to the proxy that runs the controller"
+    )]
+    NotController,
     #[error(transparent)]
     Refused(#[from] Refusal),
 }
 
 impl Rollout {
+    /// The rollout of a proxy whose cohort answers are also counted in `series`.
+    pub fn new(series: CohortSeries) -> Self {
+        Self {
+            collector: Collector::exporting(series),
+            progress: tokio::sync::Mutex::default(),
+            dark_launch: AtomicBool::new(false),
+            follower: AtomicBool::new(false),
+            window_start: std::sync::Mutex::new(SystemTime::now()),
+            prometheus: OnceLock::new(),
+        }
+    }
+
+    /// Set once at start (`server::state`): a controller unless told otherwise.
+    pub fn set_role(&self, role: Role) {
+        self.follower
+            .store(role == Role::Follower, Ordering::Relaxed);
+    }
+
+    pub fn role(&self) -> Role {
+        if self.follower.load(Ordering::Relaxed) {
+            Role::Follower
+        } else {
+            Role::Controller
+        }
+    }
+
+    /// Starts a new evaluation window now, forgetting what was counted so far.
+    fn restart_window(&self) {
+        self.collector.take();
+        *self.lock_window() = SystemTime::now();
+    }
+
+    /// The window that ends `now` and, from now, the next one.
+    fn next_window(&self, now: SystemTime) -> Window {
+        let start = std::mem::replace(&mut *self.lock_window(), now);
+        Window { start, end: now }
+    }
+
+    fn lock_window(&self) -> std::sync::MutexGuard<'_, SystemTime> {
+        self.window_start
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The interval's cohorts from `rollout.analysis.source`.
+    async fn sample(
+        &self,
+        analysis: &crate::config::AnalysisSection,
+        window: Window,
+    ) -> Result<IntervalSample, SourceError> {
+        let url = match (analysis.source, &analysis.prometheus_url) {
+            (AnalysisSource::Prometheus, Some(url)) => url,
+            // The config refuses `prometheus` without a URL.
+            _ => return self.collector.sample(window).await,
+        };
+        // Kept fresh for a switch back to `local`; the fleet's counts include these.
+        self.collector.take();
+        let client = (self
+            .prometheus
+            .get_or_init(|| promql::client().map_err(|e| e.to_string())))
+        .as_ref()
+        .map_err(|error| SourceError::Client(error.clone()))?;
+        let source = PrometheusSource {
+            client,
+            url,
+            selector: &analysis.prometheus_selector,
+            timeout: analysis.prometheus_timeout,
+        };
+        source.sample(window).await
+    }
+
     /// Carries out an operator's command and returns the status after it.
     pub async fn command(
         &self,
@@ -98,6 +188,9 @@ impl Rollout {
     ) -> Result<serde_json::Value, CommandError> {
         if !proxy.live.load().settings.rollout.enabled {
             return Err(CommandError::Disabled);
+        }
+        if self.role() == Role::Follower {
+            return Err(CommandError::NotController);
         }
         let now = SystemTime::now();
         let input = match command {
@@ -138,12 +231,24 @@ impl Rollout {
         let mut progress = self.progress.lock().await;
         self.follow_config(&mut progress, proxy).await;
         let now = SystemTime::now();
-        let sample = self.collector.take();
-        let generation = proxy.live.load();
+        let window = self.next_window(now);
+        let generation = proxy.live.load_full();
         let section = &generation.settings.rollout;
         let settings = AnalysisSettings::from(&section.analysis);
+        let sample = self.sample(&section.analysis, window).await;
         let new_up = proxy.health.is_up(Side::New);
-        let mut report = report::evaluate(&sample, &settings, new_up, now);
+        let mut report = match sample {
+            Ok(sample) => report::evaluate(&sample, &settings, new_up, now),
+            Err(error) => {
+                proxy.metrics.rollout.source_failed(error.kind());
+                tracing::warn!(
+                    key = "rollout.analysis.source",
+                    %error,
+                    "rollout: cannot read the cohorts; this evaluation is inconclusive"
+                );
+                report::unavailable(&error.to_string(), new_up, now)
+            }
+        };
         let shadow = shadow_since(&mut progress, proxy);
         let shadow_step =
             (progress.state.as_ref()).is_some_and(|state| on_shadow_step(state, section));
@@ -240,7 +345,7 @@ impl Rollout {
             Ok(generation) => {
                 progress.seen_generation = generation;
                 // What was collected under the old weight would judge the new one.
-                self.collector.take();
+                self.restart_window();
                 tracing::info!(
                     new_percent = percent.as_percent(),
                     generation,
@@ -257,7 +362,7 @@ impl Rollout {
                 );
                 if percent == Percent::default() {
                     progress.seen_generation = crate::reload::apply_percent(proxy, percent);
-                    self.collector.take();
+                    self.restart_window();
                     tracing::error!(
                         "rollout: rolled back in memory to 0 %; the config file still says \
                          otherwise until it is fixed"
@@ -417,6 +522,8 @@ fn status(progress: &Progress, proxy: &ProxyState, now: SystemTime) -> serde_jso
         .collect();
     json!({
         "enabled": section.enabled,
+        "controller": proxy.rollout.role() == Role::Controller,
+        "source": section.analysis.source,
         "phase": state.phase,
         "pauseReason": state.pause_reason,
         "rollbackReason": state.rollback_reason,
@@ -472,6 +579,13 @@ impl BackgroundService for RolloutService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let proxy = &self.state;
         let rollout = &proxy.rollout;
+        if rollout.role() == Role::Follower {
+            tracing::info!(
+                "rollout: this proxy follows config.toml; another proxy runs the controller"
+            );
+            let _ = shutdown.changed().await;
+            return;
+        }
         self.resume().await;
         if proxy.live.load().settings.rollout.enabled {
             let mut progress = rollout.progress.lock().await;
@@ -491,7 +605,7 @@ impl BackgroundService for RolloutService {
                 rollout.interval(proxy).await;
             } else {
                 // Nothing is judged while off; what was collected is no evidence for later.
-                rollout.collector.take();
+                rollout.restart_window();
             }
         }
     }

@@ -83,6 +83,7 @@ fn schedule() -> RolloutSection {
             passes_to_promote: NonZeroU32::new(3).unwrap(),
             failures_to_rollback: NonZeroU32::new(2).unwrap(),
             max_shadow_mismatch_rate: 0.01,
+            ..AnalysisSection::default()
         },
         ..RolloutSection::default()
     }

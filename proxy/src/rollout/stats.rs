@@ -183,6 +183,17 @@ impl<T> Reservoir<T> {
         }
     }
 
+    /// A reservoir that already holds `items` (at most `capacity` of them are kept), standing
+    /// for `seen` offers: a sample rebuilt from elsewhere, such as a histogram's buckets.
+    pub fn holding(capacity: usize, seen: u64, mut items: Vec<T>) -> Self {
+        items.truncate(capacity);
+        Reservoir {
+            capacity,
+            seen: seen.max(items.len() as u64),
+            items,
+        }
+    }
+
     /// The items kept, in no particular order.
     pub fn items(&self) -> &[T] {
         &self.items

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::config::value::{Bounded, Millis, Seconds};
 use proxy::config::{Percent, ProxyConfig};
+use proxy::fleet::Role;
 use proxy::server::Listeners;
 use proxy::state::ProxyState;
 use shared::testing::client::client;
@@ -143,6 +144,20 @@ pub fn write_config_text(path: &Path, text: &str) {
 pub async fn start_proxy(config_path: &Path, listeners: Listeners) -> RunningProxy {
     let config = ProxyConfig::load(config_path).expect("valid proxy config");
     let state = proxy::server::state(config_path.to_owned(), config).expect("the proxy's state");
+    serve_state(state, listeners).await
+}
+
+/// As `start_proxy`, in the rollout `role` given whatever the file says: one of several
+/// proxies of a test sharing one config file, as `CANARY_ROLLOUT_CONTROLLER` makes one.
+pub async fn start_proxy_as(config_path: &Path, listeners: Listeners, role: Role) -> RunningProxy {
+    let config = ProxyConfig::load(config_path).expect("valid proxy config");
+    let state =
+        proxy::server::state_as(config_path.to_owned(), config, role).expect("the proxy's state");
+    serve_state(state, listeners).await
+}
+
+/// Serves a proxy whose state the test built, on `listeners`, and waits until it answers.
+pub async fn serve_state(state: Arc<ProxyState>, listeners: Listeners) -> RunningProxy {
     let url = |listener: &std::net::TcpListener| {
         format!(
             "http://{}",
@@ -397,19 +412,38 @@ impl ChildProxy {
     /// one thread), written as TOML and passed through `text` (to add what the structs
     /// cannot hold, comments say); `held` lives as long as the child.
     pub async fn start_with(
-        mut config: ProxyConfig,
+        config: ProxyConfig,
         text: impl FnOnce(String) -> String,
         held: Vec<Refusing>,
     ) -> Self {
+        Self::start_in(config, text, held, &[]).await
+    }
+
+    /// As `start_with`, with these variables in the child's environment.
+    pub async fn start_in(
+        mut config: ProxyConfig,
+        text: impl FnOnce(String) -> String,
+        held: Vec<Refusing>,
+        environment: &[(&str, &str)],
+    ) -> Self {
         config.proxy.shutdown_grace_seconds = Seconds::of(0);
-        Self::start_graceful(config, text, held).await
+        Self::launch(config, text, held, environment).await
     }
 
     /// As `start_with`, with the config's own `proxy.shutdown_grace_seconds`.
     pub async fn start_graceful(
+        config: ProxyConfig,
+        text: impl FnOnce(String) -> String,
+        held: Vec<Refusing>,
+    ) -> Self {
+        Self::launch(config, text, held, &[]).await
+    }
+
+    async fn launch(
         mut config: ProxyConfig,
         text: impl FnOnce(String) -> String,
         held: Vec<Refusing>,
+        environment: &[(&str, &str)],
     ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let config_path = dir.path().join("proxy.toml");
@@ -419,7 +453,7 @@ impl ChildProxy {
         config.proxy.threads = NonZeroUsize::MIN;
         let toml = toml::to_string(&config).expect("a config serialises");
         write_config_text(&config_path, &text(toml));
-        let (child, listening) = Self::spawn(&config_path, &[]).await;
+        let (child, listening) = Self::spawn(&config_path, &[], environment).await;
         let running = Self {
             child,
             base_url: format!("http://{}", listening.public),
@@ -434,12 +468,17 @@ impl ChildProxy {
     }
 
     /// Runs the binary on `config_path` with `args` and waits until it logs where it listens.
-    async fn spawn(config_path: &Path, args: &[&str]) -> (Child, Listening) {
+    async fn spawn(
+        config_path: &Path,
+        args: &[&str],
+        environment: &[(&str, &str)],
+    ) -> (Child, Listening) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
             .arg("--config")
             .arg(config_path)
             .args(["--log-format", "json"])
             .args(args)
+            .envs(environment.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -480,7 +519,7 @@ impl ChildProxy {
         let mut config = ProxyConfig::load(&self.config_path).expect("the child's config");
         edit(&mut config);
         write_config(&self.config_path, &config);
-        let (successor, listening) = Self::spawn(&self.config_path, &["--upgrade"]).await;
+        let (successor, listening) = Self::spawn(&self.config_path, &["--upgrade"], &[]).await;
         assert_eq!(
             (
                 format!("http://{}", listening.public),

@@ -23,7 +23,7 @@ use crate::harness::{
 
 /// Steps of `(percent, hold in seconds, approval)`, judged every 300 ms on a few dozen
 /// requests, so a rollout runs in seconds.
-fn schedule(steps: &[(f64, u64, bool)]) -> RolloutSection {
+pub(crate) fn schedule(steps: &[(f64, u64, bool)]) -> RolloutSection {
     RolloutSection {
         enabled: true,
         steps: (steps.iter())
@@ -46,7 +46,7 @@ fn schedule(steps: &[(f64, u64, bool)]) -> RolloutSection {
     }
 }
 
-async fn rollout_status(admin_url: &str) -> Value {
+pub(crate) async fn rollout_status(admin_url: &str) -> Value {
     let response = client()
         .get(format!("{admin_url}/admin/rollout"))
         .send()
@@ -56,7 +56,7 @@ async fn rollout_status(admin_url: &str) -> Value {
     response.json().await.expect("the rollout status is JSON")
 }
 
-async fn post_command(admin_url: &str, command: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn post_command(admin_url: &str, command: &str, body: Value) -> reqwest::Response {
     client()
         .post(format!("{admin_url}/admin/rollout/{command}"))
         .json(&body)
@@ -66,7 +66,7 @@ async fn post_command(admin_url: &str, command: &str, body: Value) -> reqwest::R
 }
 
 /// Waits (bounded) until the rollout status satisfies `done`, and returns it.
-async fn wait_for_status(
+pub(crate) async fn wait_for_status(
     admin_url: &str,
     what: &str,
     limit: Duration,
@@ -80,7 +80,7 @@ async fn wait_for_status(
 }
 
 /// Waits until the rollout has entered its first step.
-async fn first_step_entered(admin_url: &str) -> Value {
+pub(crate) async fn first_step_entered(admin_url: &str) -> Value {
     wait_for_status(
         admin_url,
         "the first step is entered",
@@ -101,7 +101,7 @@ async fn holding_at(percent: f64) -> Stack {
 }
 
 /// Waits until `n` more evaluations have been made.
-async fn wait_evaluations(admin_url: &str, n: usize) -> Value {
+pub(crate) async fn wait_evaluations(admin_url: &str, n: usize) -> Value {
     let mut last = rollout_status(admin_url).await["lastEvaluation"]["at"].clone();
     let mut status = Value::Null;
     for _ in 0..n {
@@ -115,7 +115,7 @@ async fn wait_evaluations(admin_url: &str, n: usize) -> Value {
 }
 
 /// `routing.new_percent` in the file on disk now.
-fn percent_on_disk(path: &std::path::Path) -> f64 {
+pub(crate) fn percent_on_disk(path: &std::path::Path) -> f64 {
     ProxyConfig::load(path)
         .expect("the file the controller wrote is a valid config")
         .routing
@@ -125,14 +125,14 @@ fn percent_on_disk(path: &std::path::Path) -> f64 {
 
 /// Requests without a cookie from `workers` loops until `stop` is set (or a bound of time
 /// passes), so every request is a new user with a random bucket; counts what was sent.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Load {
-    fn start(url: String, verify: bool) -> Self {
+    pub(crate) fn start(url: String, verify: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -160,7 +160,7 @@ impl Load {
         }
     }
 
-    async fn stop(self) -> u64 {
+    pub(crate) async fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         for worker in self.workers {
             let _ = worker.await;
@@ -172,7 +172,7 @@ impl Load {
 /// A stand-in for the new backend that fails `/api/auth/verify` with 500 once in every
 /// `fail_one_in` requests (else 401, as the real one answers a request without a token) and
 /// answers its health checks, so only the judge can tell.
-async fn failing_new(fail_one_in: u64) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+pub(crate) async fn failing_new(fail_one_in: u64) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let count = Arc::new(AtomicU64::new(0));
     let verify = move || {
         let count = Arc::clone(&count);
