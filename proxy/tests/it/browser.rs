@@ -58,7 +58,8 @@ impl Browser {
         let port: u16 = first_printed(
             stdout,
             "chromedriver's port",
-            Duration::from_secs(20),
+            // A bound on readiness, not a timing: generous, as a loaded CI machine needs.
+            Duration::from_secs(60),
             |line| {
                 line.strip_prefix("ChromeDriver was started successfully on port ")?
                     .trim_end_matches('.')
