@@ -47,6 +47,34 @@ pub fn server_errors_query(selector: &str, window: Duration) -> String {
     )
 }
 
+/// The targets the selector matches whose scrapes failed at any time in the last `window`
+/// (`up` was 0), or whose last scrape failed (a window shorter than the scrape interval may
+/// hold no scrape at all): their series are missing from the sums, so the sample would be
+/// partial.
+pub fn missed_scrapes_query(selector: &str, window: Duration) -> String {
+    format!(
+        "min by (instance) (min_over_time(up{{{selector}}}[{}])) == 0 \
+         or min by (instance) (up{{{selector}}}) == 0",
+        range(window)
+    )
+}
+
+/// The instances a `missed_scrapes_query` answer names, in order, for the reason given.
+pub fn missed_instances(answer: &[Element]) -> Vec<String> {
+    let mut instances: Vec<String> = answer
+        .iter()
+        .map(|element| {
+            element
+                .labels
+                .get("instance")
+                .cloned()
+                .unwrap_or_else(|| "a target without an instance label".to_owned())
+        })
+        .collect();
+    instances.sort();
+    instances
+}
+
 /// One element of an instant vector: its labels and its value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Element {
@@ -285,6 +313,14 @@ impl PrometheusSource<'_> {
 impl CohortSource for PrometheusSource<'_> {
     async fn sample(&self, window: Window) -> Result<IntervalSample, SourceError> {
         let length = window.length();
+        // A proxy Prometheus could not scrape in the window is missing from the sums: its
+        // users' errors would go unseen, so the evaluation is inconclusive rather than judged.
+        let missed = (self.query(&missed_scrapes_query(self.selector, length), window.end)).await?;
+        if !missed.is_empty() {
+            return Err(SourceError::Incomplete {
+                instances: missed_instances(&missed).join(", "),
+            });
+        }
         let buckets =
             (self.query(&latency_buckets_query(self.selector, length), window.end)).await?;
         let errors = (self.query(&server_errors_query(self.selector, length), window.end)).await?;
@@ -337,6 +373,24 @@ mod tests {
              (increase(proxy_rollout_cohort_server_errors_total{job=\"canary-proxy\"}[10000ms]))"
         );
         assert!(latency_buckets_query("", Duration::ZERO).ends_with("[1ms]))"));
+    }
+
+    #[test]
+    fn a_target_scraped_unsuccessfully_in_the_window_is_named() {
+        assert_eq!(
+            missed_scrapes_query("job=\"canary-proxy\"", Duration::from_secs(10)),
+            "min by (instance) (min_over_time(up{job=\"canary-proxy\"}[10000ms])) == 0 \
+             or min by (instance) (up{job=\"canary-proxy\"}) == 0"
+        );
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"instance":"10.0.0.2:9901"},"value":[1,"0"]},
+            {"metric":{"instance":"10.0.0.1:9901"},"value":[1,"0"]}]}}"#;
+        let answer = parse_vector("u", http::StatusCode::OK, body).expect("a vector");
+        assert_eq!(
+            missed_instances(&answer),
+            vec!["10.0.0.1:9901".to_owned(), "10.0.0.2:9901".to_owned()]
+        );
+        assert!(missed_instances(&[]).is_empty(), "every scrape succeeded");
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub enum SourceError {
     },
     #[error("cannot read Prometheus's answer from {url}: {message}")]
     Malformed { url: String, message: String },
+    #[error("Prometheus missed scrapes of {instances} in the window: their traffic is not counted")]
+    Incomplete { instances: String },
 }
 
 impl SourceError {
@@ -65,6 +67,7 @@ impl SourceError {
             }
             SourceError::Refused { .. } => SourceErrorKind::Refused,
             SourceError::Malformed { .. } => SourceErrorKind::Malformed,
+            SourceError::Incomplete { .. } => SourceErrorKind::Incomplete,
         }
     }
 }
@@ -78,13 +81,16 @@ pub enum SourceErrorKind {
     Refused,
     /// An answer that is not the vector asked for.
     Malformed,
+    /// A target the selector matches was not scraped throughout the window.
+    Incomplete,
 }
 
 impl SourceErrorKind {
-    pub const ALL: [SourceErrorKind; 3] = [
+    pub const ALL: [SourceErrorKind; 4] = [
         SourceErrorKind::Unreachable,
         SourceErrorKind::Refused,
         SourceErrorKind::Malformed,
+        SourceErrorKind::Incomplete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +98,7 @@ impl SourceErrorKind {
             SourceErrorKind::Unreachable => "unreachable",
             SourceErrorKind::Refused => "refused",
             SourceErrorKind::Malformed => "malformed",
+            SourceErrorKind::Incomplete => "incomplete",
         }
     }
 }

@@ -657,3 +657,58 @@ async fn without_an_answer_from_prometheus_the_controller_never_promotes() {
         .and_then(|n| n.parse::<u64>().ok());
     assert!(errors >= Some(3), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_prometheus_cannot_scrape_makes_the_evaluation_inconclusive() {
+    // A second proxy that Prometheus is told to scrape but cannot reach: its users' traffic
+    // would be missing from the sums, so nothing may be promoted on them.
+    let unscraped = Refusing::bind();
+    let env = TestEnv::new();
+    let legacy = start_legacy(&env).await;
+    let new = start_new(&env).await;
+    let listeners = bind_listeners();
+    let admin = listeners.admin.local_addr().expect("an address");
+    let prometheus = PrometheusServer::scraping(&[admin, unscraped.addr()]).await;
+    let config_path = env.dir().join("proxy.toml");
+    let mut config = proxy_config((addr_of(&legacy), addr_of(&new)), &listeners, 0.0);
+    config.proxy.cookie_secret_file = env.dir().join("cookie.secret");
+    config.shadow.secret_file = env.dir().join("shadow.secret");
+    // Promote after one pass, no hold: only the missed scrapes can keep it at 20 %.
+    config.rollout = schedule(&[(20.0, 0, false), (100.0, 0, false)]);
+    config.rollout.analysis.passes_to_promote = 1.try_into().expect("non-zero");
+    config.rollout.state_file = env.dir().join("rollout-state.json");
+    let analysis = &mut config.rollout.analysis;
+    analysis.source = AnalysisSource::Prometheus;
+    analysis.prometheus_url = Some(PrometheusUrl::parse(&prometheus.url()).expect("a URL"));
+    analysis.prometheus_selector = format!("job=\"{JOB}\"");
+    analysis.prometheus_timeout = Duration::from_secs(2);
+    give_secret(&config.proxy.cookie_secret_file);
+    write_config(&config_path, &config);
+    let proxy = start_proxy_as(&config_path, listeners, Role::Controller).await;
+    prometheus.wait_until_scraped(1).await;
+    first_step_entered(&proxy.admin_url).await;
+
+    let load = Load::start(proxy.url("/health"), false);
+    let status = crate::rollout::wait_evaluations(&proxy.admin_url, 3).await;
+    let sent = load.stop().await;
+    assert!(sent > 0);
+    assert_eq!(status["phase"], "progressing", "{status:#}");
+    assert_eq!(status["currentPercent"], 20.0);
+    let evaluation = &status["lastEvaluation"];
+    assert_eq!(evaluation["outcome"], "inconclusive", "{status:#}");
+    let reason = evaluation["verdicts"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("missed scrapes") && reason.contains(&unscraped.addr().to_string()),
+        "{reason}"
+    );
+    let metrics = metrics_text(&proxy.admin_url).await;
+    let incomplete = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("proxy_rollout_source_errors_total{kind=\"incomplete\"} ")
+        })
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(incomplete >= Some(1), "{metrics}");
+}
