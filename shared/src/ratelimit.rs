@@ -115,13 +115,24 @@ pub fn decision(
 
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
+    /// Takes `tokens` (1, or 0 to only look) from `key`'s bucket if it has them.
+    async fn decide(
+        &self,
+        key: &str,
+        bucket: TokenBucketConfig,
+        now_ms: i64,
+        tokens: u32,
+    ) -> Result<Decision, StoreError>;
+
     /// Takes one token from `key`'s bucket if it has one.
     async fn take(
         &self,
         key: &str,
         bucket: TokenBucketConfig,
         now_ms: i64,
-    ) -> Result<Decision, StoreError>;
+    ) -> Result<Decision, StoreError> {
+        self.decide(key, bucket, now_ms, 1).await
+    }
 
     /// Reports the bucket without taking from it (for answers that spend nothing).
     async fn peek(
@@ -129,7 +140,11 @@ pub trait RateLimitStore: Send + Sync {
         key: &str,
         bucket: TokenBucketConfig,
         now_ms: i64,
-    ) -> Result<Decision, StoreError>;
+    ) -> Result<Decision, StoreError> {
+        let mut decision = self.decide(key, bucket, now_ms, 0).await?;
+        decision.retry_after_secs = None;
+        Ok(decision)
+    }
 }
 
 /// Buckets in the shared SQLite file, decided by one writer thread per process.
@@ -169,20 +184,23 @@ impl SqliteRateLimitStore {
             .map_err(StoreError::Thread)?;
         Ok(Self { queue })
     }
+}
 
-    async fn apply(
+#[async_trait]
+impl RateLimitStore for SqliteRateLimitStore {
+    async fn decide(
         &self,
         key: &str,
         bucket: TokenBucketConfig,
         now_ms: i64,
-        cost: f64,
+        tokens: u32,
     ) -> Result<Decision, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let pending = Pending {
             key: key.to_owned(),
             bucket,
             now_ms,
-            cost,
+            cost: f64::from(tokens),
             reply,
         };
         self.queue
@@ -272,29 +290,6 @@ fn decide_batch(
     }
     tx.commit()?;
     Ok(decisions)
-}
-
-#[async_trait]
-impl RateLimitStore for SqliteRateLimitStore {
-    async fn take(
-        &self,
-        key: &str,
-        bucket: TokenBucketConfig,
-        now_ms: i64,
-    ) -> Result<Decision, StoreError> {
-        self.apply(key, bucket, now_ms, 1.0).await
-    }
-
-    async fn peek(
-        &self,
-        key: &str,
-        bucket: TokenBucketConfig,
-        now_ms: i64,
-    ) -> Result<Decision, StoreError> {
-        let mut decision = self.apply(key, bucket, now_ms, 0.0).await?;
-        decision.retry_after_secs = None;
-        Ok(decision)
-    }
 }
 
 #[cfg(test)]

@@ -78,21 +78,19 @@ impl<S: RateLimitStore> FallbackRateLimitStore<S> {
         }
         *degraded = Some(Instant::now() + PROBE_INTERVAL);
     }
+}
 
+#[async_trait]
+impl<S: RateLimitStore> RateLimitStore for FallbackRateLimitStore<S> {
     async fn decide(
         &self,
         key: &str,
         bucket: TokenBucketConfig,
         now_ms: i64,
-        cost: f64,
+        tokens: u32,
     ) -> Result<Decision, StoreError> {
         if self.should_ask_shared() {
-            let answer = if cost > 0.0 {
-                self.shared.take(key, bucket, now_ms).await
-            } else {
-                self.shared.peek(key, bucket, now_ms).await
-            };
-            match answer {
+            match self.shared.decide(key, bucket, now_ms, tokens).await {
                 Ok(decision) => {
                     self.shared_answered();
                     return Ok(decision);
@@ -102,30 +100,7 @@ impl<S: RateLimitStore> FallbackRateLimitStore<S> {
             }
         }
         self.metrics.decisions.inc();
-        Ok(self.local.apply(key, bucket, now_ms, cost))
-    }
-}
-
-#[async_trait]
-impl<S: RateLimitStore> RateLimitStore for FallbackRateLimitStore<S> {
-    async fn take(
-        &self,
-        key: &str,
-        bucket: TokenBucketConfig,
-        now_ms: i64,
-    ) -> Result<Decision, StoreError> {
-        self.decide(key, bucket, now_ms, 1.0).await
-    }
-
-    async fn peek(
-        &self,
-        key: &str,
-        bucket: TokenBucketConfig,
-        now_ms: i64,
-    ) -> Result<Decision, StoreError> {
-        let mut decision = self.decide(key, bucket, now_ms, 0.0).await?;
-        decision.retry_after_secs = None;
-        Ok(decision)
+        Ok(self.local.apply(key, bucket, now_ms, f64::from(tokens)))
     }
 }
 
@@ -187,25 +162,17 @@ mod tests {
 
     #[async_trait]
     impl RateLimitStore for &Switchable {
-        async fn take(
+        async fn decide(
             &self,
             key: &str,
             bucket: TokenBucketConfig,
             now_ms: i64,
+            tokens: u32,
         ) -> Result<Decision, StoreError> {
             if !self.up.load(Ordering::SeqCst) {
                 return Err(StoreError::Unavailable("down".into()));
             }
-            Ok(self.buckets.apply(key, bucket, now_ms, 1.0))
-        }
-
-        async fn peek(
-            &self,
-            key: &str,
-            bucket: TokenBucketConfig,
-            now_ms: i64,
-        ) -> Result<Decision, StoreError> {
-            self.take(key, bucket, now_ms).await
+            Ok(self.buckets.apply(key, bucket, now_ms, f64::from(tokens)))
         }
     }
 

@@ -205,7 +205,10 @@ impl RedisRateLimitStore {
     pub fn new(redis: RedisStore) -> Self {
         Self { redis }
     }
+}
 
+#[async_trait]
+impl RateLimitStore for RedisRateLimitStore {
     async fn decide(
         &self,
         key: &str,
@@ -235,27 +238,6 @@ impl RedisRateLimitStore {
             capacity - debt,
             i64::from(cost) * UNITS_PER_TOKEN,
         ))
-    }
-}
-
-#[async_trait]
-impl RateLimitStore for RedisRateLimitStore {
-    async fn take(
-        &self,
-        key: &str,
-        bucket: TokenBucketConfig,
-        now_ms: i64,
-    ) -> Result<Decision, StoreError> {
-        self.decide(key, bucket, now_ms, 1).await
-    }
-
-    async fn peek(
-        &self,
-        key: &str,
-        bucket: TokenBucketConfig,
-        now_ms: i64,
-    ) -> Result<Decision, StoreError> {
-        self.decide(key, bucket, now_ms, 0).await
     }
 }
 
