@@ -613,27 +613,32 @@ async fn the_controller_rolls_back_on_errors_that_only_another_proxy_saw_through
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_an_answer_from_prometheus_the_controller_never_promotes() {
-    let nobody = Refusing::bind();
-    let env = TestEnv::new();
-    let legacy = start_legacy(&env).await;
-    let new = start_new(&env).await;
-    let listeners = bind_listeners();
+/// Runs a controller on `source = "prometheus"` (`analysis` says where and how to ask) that
+/// would promote after one pass with no hold, under load until `ready` and three evaluations;
+/// asserts it held at 20 % on an inconclusive evaluation, and returns that evaluation's
+/// reason and the proxy's metrics.
+async fn held_at_20_by_prometheus(
+    env: &TestEnv,
+    listeners: proxy::server::Listeners,
+    analysis: impl FnOnce(&mut proxy::config::AnalysisSection),
+    ready: impl std::future::Future<Output = ()>,
+) -> (String, String) {
+    let legacy = start_legacy(env).await;
+    let new = start_new(env).await;
     let config_path = env.dir().join("proxy.toml");
     let mut config = proxy_config((addr_of(&legacy), addr_of(&new)), &listeners, 0.0);
     config.proxy.cookie_secret_file = env.dir().join("cookie.secret");
     config.shadow.secret_file = env.dir().join("shadow.secret");
-    // Promote after one pass, no hold: only a missing answer can keep it at 20 %.
+    // Promote after one pass, no hold: only a missing or partial answer can keep it at 20 %.
     config.rollout = schedule(&[(20.0, 0, false), (100.0, 0, false)]);
     config.rollout.analysis.passes_to_promote = 1.try_into().expect("non-zero");
     config.rollout.state_file = env.dir().join("rollout-state.json");
     config.rollout.analysis.source = AnalysisSource::Prometheus;
-    config.rollout.analysis.prometheus_url =
-        Some(PrometheusUrl::parse(&format!("http://{}", nobody.addr())).expect("a URL"));
+    analysis(&mut config.rollout.analysis);
     give_secret(&config.proxy.cookie_secret_file);
     write_config(&config_path, &config);
     let proxy = start_proxy_as(&config_path, listeners, Role::Controller).await;
+    ready.await;
     first_step_entered(&proxy.admin_url).await;
 
     let load = Load::start(proxy.url("/health"), false);
@@ -646,15 +651,32 @@ async fn without_an_answer_from_prometheus_the_controller_never_promotes() {
     assert_eq!(evaluation["outcome"], "inconclusive", "{status:#}");
     let reason = evaluation["verdicts"][0]["reason"]
         .as_str()
-        .unwrap_or_default();
-    assert!(reason.contains("cannot reach Prometheus"), "{reason}");
-    let metrics = metrics_text(&proxy.admin_url).await;
-    let errors = metrics
+        .unwrap_or_default()
+        .to_owned();
+    (reason, metrics_text(&proxy.admin_url).await)
+}
+
+/// `proxy_rollout_source_errors_total` of `kind` in `metrics`.
+fn source_errors(metrics: &str, kind: &str) -> Option<u64> {
+    let prefix = format!("proxy_rollout_source_errors_total{{kind=\"{kind}\"}} ");
+    metrics
         .lines()
-        .find_map(|line| {
-            line.strip_prefix("proxy_rollout_source_errors_total{kind=\"unreachable\"} ")
-        })
-        .and_then(|n| n.parse::<u64>().ok());
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.parse::<u64>().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_answer_from_prometheus_the_controller_never_promotes() {
+    let nobody = Refusing::bind();
+    let env = TestEnv::new();
+    let url = format!("http://{}", nobody.addr());
+    let analysis = |analysis: &mut proxy::config::AnalysisSection| {
+        analysis.prometheus_url = Some(PrometheusUrl::parse(&url).expect("a URL"));
+    };
+    let (reason, metrics) =
+        held_at_20_by_prometheus(&env, bind_listeners(), analysis, async {}).await;
+    assert!(reason.contains("cannot reach Prometheus"), "{reason}");
+    let errors = source_errors(&metrics, "unreachable");
     assert!(errors >= Some(3), "{metrics}");
 }
 
@@ -664,51 +686,20 @@ async fn a_proxy_prometheus_cannot_scrape_makes_the_evaluation_inconclusive() {
     // would be missing from the sums, so nothing may be promoted on them.
     let unscraped = Refusing::bind();
     let env = TestEnv::new();
-    let legacy = start_legacy(&env).await;
-    let new = start_new(&env).await;
     let listeners = bind_listeners();
     let admin = listeners.admin.local_addr().expect("an address");
     let prometheus = PrometheusServer::scraping(&[admin, unscraped.addr()]).await;
-    let config_path = env.dir().join("proxy.toml");
-    let mut config = proxy_config((addr_of(&legacy), addr_of(&new)), &listeners, 0.0);
-    config.proxy.cookie_secret_file = env.dir().join("cookie.secret");
-    config.shadow.secret_file = env.dir().join("shadow.secret");
-    // Promote after one pass, no hold: only the missed scrapes can keep it at 20 %.
-    config.rollout = schedule(&[(20.0, 0, false), (100.0, 0, false)]);
-    config.rollout.analysis.passes_to_promote = 1.try_into().expect("non-zero");
-    config.rollout.state_file = env.dir().join("rollout-state.json");
-    let analysis = &mut config.rollout.analysis;
-    analysis.source = AnalysisSource::Prometheus;
-    analysis.prometheus_url = Some(PrometheusUrl::parse(&prometheus.url()).expect("a URL"));
-    analysis.prometheus_selector = format!("job=\"{JOB}\"");
-    analysis.prometheus_timeout = Duration::from_secs(2);
-    give_secret(&config.proxy.cookie_secret_file);
-    write_config(&config_path, &config);
-    let proxy = start_proxy_as(&config_path, listeners, Role::Controller).await;
-    prometheus.wait_until_scraped(1).await;
-    first_step_entered(&proxy.admin_url).await;
-
-    let load = Load::start(proxy.url("/health"), false);
-    let status = crate::rollout::wait_evaluations(&proxy.admin_url, 3).await;
-    let sent = load.stop().await;
-    assert!(sent > 0);
-    assert_eq!(status["phase"], "progressing", "{status:#}");
-    assert_eq!(status["currentPercent"], 20.0);
-    let evaluation = &status["lastEvaluation"];
-    assert_eq!(evaluation["outcome"], "inconclusive", "{status:#}");
-    let reason = evaluation["verdicts"][0]["reason"]
-        .as_str()
-        .unwrap_or_default();
+    let analysis = |analysis: &mut proxy::config::AnalysisSection| {
+        analysis.prometheus_url = Some(PrometheusUrl::parse(&prometheus.url()).expect("a URL"));
+        analysis.prometheus_selector = format!("job=\"{JOB}\"");
+        analysis.prometheus_timeout = Duration::from_secs(2);
+    };
+    let ready = prometheus.wait_until_scraped(1);
+    let (reason, metrics) = held_at_20_by_prometheus(&env, listeners, analysis, ready).await;
     assert!(
         reason.contains("missed scrapes") && reason.contains(&unscraped.addr().to_string()),
         "{reason}"
     );
-    let metrics = metrics_text(&proxy.admin_url).await;
-    let incomplete = metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("proxy_rollout_source_errors_total{kind=\"incomplete\"} ")
-        })
-        .and_then(|n| n.parse::<u64>().ok());
+    let incomplete = source_errors(&metrics, "incomplete");
     assert!(incomplete >= Some(1), "{metrics}");
 }
