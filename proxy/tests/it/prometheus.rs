@@ -4,7 +4,7 @@
 //! `prometheus.yml` holds those targets and nothing else — no remote write, no alerting, no
 //! service discovery — so it reaches nothing but loopback.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -45,10 +45,7 @@ impl PrometheusServer {
         for _ in 0..ATTEMPTS {
             // Picked free and released (Prometheus cannot take a bound socket), so another
             // process may take it first; then Prometheus exits and another port is tried.
-            server.port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|listener| listener.local_addr())
-                .map(|addr| addr.port())
-                .expect("a free loopback port");
+            server.port = shared::testing::free_loopback_port();
             if server.spawn_and_wait().await {
                 return server;
             }

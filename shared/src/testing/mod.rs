@@ -127,6 +127,16 @@ pub fn non_zero(value: u32) -> NonZeroU32 {
     NonZeroU32::new(value).expect("a non-zero test constant")
 }
 
+/// A loopback port no one listens on now, for a server that binds it itself (Redis,
+/// PostgreSQL, Prometheus cannot take a bound socket). Released before the server binds it,
+/// so another process may take it first: the server then exits and its start tries another.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -15,7 +15,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
 use crate::config::PostgresUrl;
-use crate::testing::eventually;
+use crate::testing::{eventually, free_loopback_port};
 
 /// Where Debian installs each major version's programs (not on PATH).
 const INSTALL_ROOT: &str = "/usr/lib/postgresql";
@@ -231,13 +231,4 @@ fn command(bin: &Path, program: &str, owner: Option<(u32, u32)>, folder: &Path) 
         command.uid(uid).gid(gid);
     }
     command
-}
-
-/// A loopback port no one listens on now; should another process take it before the server
-/// binds it, the server exits and `start` tries another.
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
 }

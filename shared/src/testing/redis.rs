@@ -2,13 +2,13 @@
 //! disk, killed when dropped. A test can kill it mid-run and start a fresh one on the same
 //! port, which is what a restarted Redis looks like to its clients (no data, no scripts).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::config::{OnStoreError, RedisUrl, StoreConfig, StoreKind};
-use crate::testing::eventually;
+use crate::testing::{eventually, free_loopback_port};
 
 /// How long a fresh `redis-server` may take to answer PING.
 const START_LIMIT: Duration = Duration::from_secs(10);
@@ -35,10 +35,7 @@ impl RedisServer {
         for _ in 0..ATTEMPTS {
             // Picked free and released, so another process may take it before Redis binds
             // it; then Redis exits and another port is tried.
-            server.port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|listener| listener.local_addr())
-                .map(|addr| addr.port())
-                .expect("a free loopback port");
+            server.port = free_loopback_port();
             if server.spawn_and_wait().await {
                 return server;
             }
