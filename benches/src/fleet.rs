@@ -1,5 +1,6 @@
-//! The fleet under test: both backends, three proxies (0, 50 and 100 %), and nginx and
-//! haproxy in front of the legacy backend when they are installed. All on loopback ports
+//! The fleet under test: both backends, the proxy at 0, 50 and 100 % and with a rollout,
+//! Pingora alone (`pingora-floor`, no filters) in front of the legacy backend, and nginx and
+//! haproxy in front of it too when they are installed. All on loopback ports
 //! picked here, with configs written to a temporary folder.
 
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ pub struct Fleet {
     /// At 50 % with a rollout holding there and judging every second: what the controller
     /// costs the request path (cohorts recorded on every request, one evaluation a second).
     pub proxy_rollout: Server,
+    /// Pingora 0.9's proxy with nothing of ours, in front of the legacy backend: the engine's
+    /// own cost per request, below which no change to our filters can take the proxy.
+    pub pingora_floor: Server,
     pub nginx: Option<Server>,
     pub haproxy: Option<Server>,
     pub dir: tempfile::TempDir,
@@ -193,6 +197,16 @@ impl Fleet {
             unreachable!("four proxies were started")
         };
 
+        let floor_listen = free_addr();
+        let mut floor = Command::new(bin_dir.join("pingora-floor"));
+        floor
+            .arg("--listen")
+            .arg(floor_listen.to_string())
+            .arg("--upstream")
+            .arg(legacy_addr.to_string());
+        let mut pingora_floor = Server::spawn("pingora-floor", floor, floor_listen, path)?;
+        pingora_floor.wait_ready("/health").await?;
+
         let nginx = match installed("nginx") {
             Some(program) => {
                 let listen = free_addr();
@@ -229,6 +243,7 @@ impl Fleet {
             proxy_50,
             proxy_100,
             proxy_rollout,
+            pingora_floor,
             nginx,
             haproxy,
             dir,
@@ -297,6 +312,12 @@ impl Fleet {
                 &self.proxy_rollout,
                 vec![&self.legacy, &self.new],
             ),
+            Configuration::new(
+                PINGORA_FLOOR,
+                Some(&self.pingora_floor),
+                &self.pingora_floor,
+                vec![&self.legacy],
+            ),
         ];
         if let Some(nginx) = &self.nginx {
             all.push(Configuration::new(
@@ -317,6 +338,9 @@ impl Fleet {
         all
     }
 }
+
+/// The configuration name of Pingora alone.
+pub const PINGORA_FLOOR: &str = "Pingora alone, no filters → legacy";
 
 pub struct Configuration<'a> {
     pub name: &'static str,

@@ -485,6 +485,7 @@ pub async fn run(
             "proxy (50 %, rollout judging)",
             fleet.proxy_rollout.peak_rss_kib(),
         ),
+        ("Pingora alone", fleet.pingora_floor.peak_rss_kib()),
     ];
     if let Some(nginx) = &fleet.nginx {
         peak_memory_kib.push(("nginx (master + workers)", nginx.peak_rss_kib()));

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use crate::fleet::PINGORA_FLOOR;
 use crate::load::Mode;
 use crate::plan::{
     Driver, Endpoint, FloodResult, Measurements, PerRequest, Sample, Series, Settings, WrkUse,
@@ -540,6 +541,8 @@ fn ratios(out: &mut String, m: &Measurements) {
             ),
             ("our proxy / nginx", get(PROXY), get(NGINX)),
             ("our proxy / haproxy", get(PROXY), get(HAPROXY)),
+            ("Pingora alone / nginx", get(PINGORA_FLOOR), get(NGINX)),
+            ("our proxy / Pingora alone", get(PROXY), get(PINGORA_FLOOR)),
         ];
         for (label, a, b) in pairs {
             if let (Some(a), Some(b)) = (a, b) {

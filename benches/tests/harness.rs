@@ -25,6 +25,8 @@ async fn quick_mode_measures_every_configuration_and_writes_the_report() {
             "new-backend",
             "-p",
             "proxy",
+            "-p",
+            "benches",
         ])
         .status()
         .expect("cargo runs");
@@ -59,6 +61,7 @@ async fn quick_mode_measures_every_configuration_and_writes_the_report() {
         "proxy → legacy (0 %)",
         "proxy at 50 %",
         "proxy at 50 %, rollout judging",
+        "Pingora alone, no filters → legacy",
         "/api/auth/login",
         "Verify under a login flood",
         "## Targets (issue 12)",
